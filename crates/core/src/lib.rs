@@ -1,1 +1,14 @@
-//! placeholder
+//! The core of fp8: tensor roles, the GEMM site scope API, the [`Recipe`] trait and its
+//! link-time registry, the precision context a training loop installs, and the backend decorator
+//! [`Precision`] that applies the active recipe to every GEMM of any burn model.
+//!
+//! See `../shared/DESIGN.md` §3–§4 for the semantics.
+
+pub mod context;
+pub mod recipe;
+pub mod role;
+pub mod sites;
+
+pub use context::{PrecisionContext, Telemetry};
+pub use recipe::{Recipe, RecipeError, RecipeKind};
+pub use role::Role;

@@ -1,0 +1,152 @@
+//! The precision context: the active recipe, the step counter and this step's telemetry.
+//!
+//! A training loop creates one [`PrecisionContext`], activates it on its thread, runs forward and
+//! backward, then calls [`PrecisionContext::end_step`]. The decorator finds it through
+//! [`quantize_host`]. The context is thread-local for the same reason as the site scopes: burn's
+//! CPU backends run forward and backward on the calling thread, and parallel tests must not see
+//! each other's recipes.
+
+use crate::{Recipe, Role};
+use fp8_formats::{QuantSpec, Stats};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Per (site, role) statistics of the casts made during one step.
+pub type Telemetry = BTreeMap<(String, Role), Stats>;
+
+/// The active recipe and what it has done this step.
+pub struct PrecisionContext {
+    recipe: Box<dyn Recipe>,
+    step: u64,
+    telemetry: Telemetry,
+}
+
+impl PrecisionContext {
+    pub fn new(recipe: Box<dyn Recipe>) -> Self {
+        PrecisionContext {
+            recipe,
+            step: 0,
+            telemetry: Telemetry::new(),
+        }
+    }
+
+    /// Wrap in the shared handle that [`activate`] takes.
+    pub fn shared(self) -> Arc<Mutex<PrecisionContext>> {
+        Arc::new(Mutex::new(self))
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    pub fn set_step(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    pub fn recipe(&self) -> &dyn Recipe {
+        self.recipe.as_ref()
+    }
+
+    pub fn recipe_mut(&mut self) -> &mut dyn Recipe {
+        self.recipe.as_mut()
+    }
+
+    /// The spec for `role` of `site` at the current step.
+    pub fn spec(&self, site: &str, role: Role) -> Option<QuantSpec> {
+        self.recipe.spec(site, role, self.step)
+    }
+
+    /// Record one cast: tell the recipe, and merge into this step's telemetry (a site called
+    /// several times in one step, as with gradient accumulation, keeps the largest amax and
+    /// count-weighted fractions and SNR).
+    pub fn record(&mut self, site: &str, role: Role, stats: &Stats) {
+        self.recipe.observe(site, role, stats);
+        self.telemetry
+            .entry((site.to_string(), role))
+            .and_modify(|t| *t = merge(t, stats))
+            .or_insert(*stats);
+    }
+
+    /// Telemetry recorded since the last [`end_step`](Self::end_step).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Finish an optimizer step: the recipe updates its scales, the step advances, and the
+    /// step's telemetry is handed back.
+    pub fn end_step(&mut self) -> Telemetry {
+        self.recipe.end_step();
+        self.step += 1;
+        std::mem::take(&mut self.telemetry)
+    }
+}
+
+fn merge(a: &Stats, b: &Stats) -> Stats {
+    let n = (a.count + b.count).max(1) as f64;
+    let (wa, wb) = (a.count as f64 / n, b.count as f64 / n);
+    Stats {
+        amax: a.amax.max(b.amax),
+        scale: b.scale,
+        underflow: a.underflow * wa + b.underflow * wb,
+        saturation: a.saturation * wa + b.saturation * wb,
+        snr_db: if a.snr_db.is_infinite() || b.snr_db.is_infinite() {
+            a.snr_db.min(b.snr_db)
+        } else {
+            a.snr_db * wa + b.snr_db * wb
+        },
+        count: a.count + b.count,
+    }
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Vec<Arc<Mutex<PrecisionContext>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Deactivates its context when dropped.
+#[must_use = "the context is deactivated when this guard is dropped"]
+pub struct ActiveGuard {
+    depth: usize,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| a.borrow_mut().truncate(self.depth - 1));
+    }
+}
+
+/// Make `ctx` the active context on this thread until the guard drops.
+pub fn activate(ctx: Arc<Mutex<PrecisionContext>>) -> ActiveGuard {
+    ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        a.push(ctx);
+        ActiveGuard { depth: a.len() }
+    })
+}
+
+/// Run `f` on the active context, if there is one.
+pub fn with_active<R>(f: impl FnOnce(&mut PrecisionContext) -> R) -> Option<R> {
+    let ctx = ACTIVE.with(|a| a.borrow().last().cloned())?;
+    let mut guard = ctx.lock().unwrap_or_else(|p| p.into_inner());
+    Some(f(&mut guard))
+}
+
+/// The spec the active recipe gives `role` of `site` now, if any.
+pub fn active_spec(site: &str, role: Role) -> Option<QuantSpec> {
+    with_active(|c| c.spec(site, role)).flatten()
+}
+
+/// Quantize host data in place for `role` of `site` under the active recipe and record the
+/// telemetry. Returns false (and leaves `data` alone) when no recipe is active or the recipe keeps
+/// this tensor in f32.
+pub fn quantize_host(site: &str, role: Role, data: &mut [f32], shape: &[usize]) -> bool {
+    with_active(|c| {
+        let Some(spec) = c.spec(site, role) else {
+            return false;
+        };
+        let stats = fp8_formats::quantize(data, shape, &spec);
+        c.record(site, role, &stats);
+        true
+    })
+    .unwrap_or(false)
+}

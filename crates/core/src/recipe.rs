@@ -1,0 +1,136 @@
+//! The [`Recipe`] trait and the link-time registry of recipe kinds.
+//!
+//! A recipe is a small declarative value (DESIGN.md §7): given a GEMM site, a tensor role and the
+//! optimizer step it answers with a [`QuantSpec`] or "leave this tensor in f32". Recipes that keep
+//! state (amax histories) expose it through [`Recipe::state`] / [`Recipe::restore`] so that
+//! checkpoints carry it.
+//!
+//! Recipe kinds register themselves with [`inventory`]: a crate that defines a kind writes
+//!
+//! ```ignore
+//! inventory::submit! {
+//!     fp8_core::RecipeKind {
+//!         name: "my_recipe",
+//!         description: "one line for `fp8 recipes`",
+//!         build: |ron_text| Ok(Box::new(ron::from_str::<MyRecipe>(ron_text)?)),
+//!     }
+//! }
+//! ```
+//!
+//! and any binary that links the crate (`use my_recipes as _;`) finds it by name.
+
+use crate::Role;
+use fp8_formats::{QuantSpec, Stats};
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+
+/// How one training run quantizes its GEMMs.
+pub trait Recipe: Send {
+    /// The quantization for `role` of `site` at optimizer step `step`, or `None` to keep f32.
+    fn spec(&self, site: &str, role: Role, step: u64) -> Option<QuantSpec>;
+
+    /// Told what a cast did; delayed scaling records the amax here.
+    fn observe(&mut self, _site: &str, _role: Role, _stats: &Stats) {}
+
+    /// Called once after each optimizer step's backward pass: update scales, roll histories.
+    fn end_step(&mut self) {}
+
+    /// The recipe's mutable state, for checkpoints. Stateless recipes return `Null`.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restore what [`Recipe::state`] returned.
+    fn restore(&mut self, _state: serde_json::Value) -> Result<(), RecipeError> {
+        Ok(())
+    }
+}
+
+/// A registered recipe kind: its name in RON files (`kind: "..."`), a line for `fp8 recipes`,
+/// and a constructor from the whole RON text of a recipe file.
+pub struct RecipeKind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub build: fn(&str) -> Result<Box<dyn Recipe>, ron::error::SpannedError>,
+}
+
+inventory::collect!(RecipeKind);
+
+/// Every registered recipe kind, sorted by name.
+pub fn kinds() -> Vec<&'static RecipeKind> {
+    let mut v: Vec<_> = inventory::iter::<RecipeKind>.into_iter().collect();
+    v.sort_by_key(|k| k.name);
+    v
+}
+
+/// Why a recipe could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{origin}:{line}:{col}: {msg}")]
+    Parse {
+        origin: String,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+    #[error("{origin}: unknown recipe kind `{kind}`; registered kinds: {registered}")]
+    UnknownKind {
+        origin: String,
+        kind: String,
+        registered: String,
+    },
+    #[error("{origin}: {msg}")]
+    Invalid { origin: String, msg: String },
+    #[error("cannot read recipe file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("recipe state does not match this recipe: {0}")]
+    State(String),
+}
+
+impl RecipeError {
+    fn parse(origin: &str, e: &ron::error::SpannedError) -> Self {
+        RecipeError::Parse {
+            origin: origin.to_string(),
+            line: e.position.line,
+            col: e.position.col,
+            msg: e.code.to_string(),
+        }
+    }
+}
+
+/// Build a recipe from RON text; `origin` names it in errors (a file path, say).
+pub fn from_ron_str(text: &str, origin: &str) -> Result<Box<dyn Recipe>, RecipeError> {
+    #[derive(Deserialize)]
+    struct KindOnly {
+        kind: String,
+    }
+    let head: KindOnly = ron::from_str(text).map_err(|e| RecipeError::parse(origin, &e))?;
+    let kind = kinds()
+        .into_iter()
+        .find(|k| k.name == head.kind)
+        .ok_or_else(|| RecipeError::UnknownKind {
+            origin: origin.to_string(),
+            kind: head.kind.clone(),
+            registered: kinds().iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+        })?;
+    (kind.build)(text).map_err(|e| RecipeError::parse(origin, &e))
+}
+
+/// Build a recipe from a RON file.
+pub fn from_file(path: &Path) -> Result<Box<dyn Recipe>, RecipeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_ron_str(&text, &path.display().to_string())
+}
+
+impl fmt::Debug for dyn Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<recipe>")
+    }
+}
