@@ -1,6 +1,9 @@
 //! The `fp8` command line: training, sweeps, reports and format tools.
 //!
 //! The library half holds everything the subcommands share (data, logging, the training loop)
-//! so integration tests can drive it without spawning the binary.
+//! so integration tests and third-party binaries (see `examples/custom-recipe`) can drive it.
 
+mod app;
 pub mod cmd;
+
+pub use app::main;

@@ -1,0 +1,33 @@
+//! Argument parsing and dispatch for the `fp8` binary. Subcommands are listed in [`Command`];
+//! each lives in its own module under `cmd/` with `Args` and `run`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fp8", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the registered precision recipe kinds, or check recipe files.
+    Recipes(crate::cmd::recipes::Args),
+}
+
+/// Parse the command line, run the subcommand, and turn errors into `error: …` and exit code 2.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Recipes(a) => crate::cmd::recipes::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The RON schema of each built-in kind and its compilation into a [`Plan`].
+//!
+//! Every field has a default, so a file names only what differs from the reference recipe
+//! (TransformerEngine's defaults for the scaled kinds, the paper's protocol for `bit_reduction`).
+//! Unknown fields are errors, and bad values name the field and what it allows.
+
+use crate::delayed::{AmaxAlgo, DelayedScaling};
+use crate::plan::{Plan, RoleRule, ScaleRule};
+use crate::targeting::{Override, Targeting};
+use fp8_core::{Recipe, RecipeKind, Role};
+use fp8_formats::{BlockAxis, CastSpec, Format, MxRule, Rounding, Scaling, TensorScale};
+use serde::{de, Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+/// A format name in a RON file.
+#[derive(Clone, Copy, Debug)]
+struct FormatName(Format);
+
+impl<'de> Deserialize<'de> for FormatName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(FormatName).map_err(de::Error::custom)
+    }
+}
+
+/// A rounding name in a RON file: `nearest`, `zero`, `away` or `stochastic`.
+#[derive(Clone, Copy, Debug)]
+struct RoundingName(Rounding);
+
+impl<'de> Deserialize<'de> for RoundingName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(RoundingName).map_err(de::Error::custom)
+    }
+}
+
+/// `hybrid` (E4M3 forward, E5M2 gradients, as TE's `Format.HYBRID`) or one format for all roles.
+#[derive(Clone, Copy, Debug)]
+enum Formats {
+    Hybrid,
+    All(Format),
+}
+
+impl<'de> Deserialize<'de> for Formats {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.eq_ignore_ascii_case("hybrid") {
+            return Ok(Formats::Hybrid);
+        }
+        s.parse()
+            .map(Formats::All)
+            .map_err(|e| de::Error::custom(format!("{e}, or `hybrid`")))
+    }
+}
+
+impl Formats {
+    fn for_role(self, role: Role) -> Format {
+        match self {
+            Formats::All(f) => f,
+            Formats::Hybrid if role.is_forward() => "float8_e4m3fn".parse().expect("named format"),
+            Formats::Hybrid => "float8_e5m2".parse().expect("named format"),
+        }
+    }
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::X, Role::W, Role::Dy]
+}
+fn yes() -> bool {
+    true
+}
+fn nearest() -> RoundingName {
+    RoundingName(Rounding::NearestEven)
+}
+fn toward_zero() -> RoundingName {
+    RoundingName(Rounding::TowardZero)
+}
+fn hybrid() -> Formats {
+    Formats::Hybrid
+}
+fn e4m3() -> Formats {
+    Formats::All("float8_e4m3fn".parse().expect("named format"))
+}
+
+/// Fields every kind shares: which tensors, and how elements round.
+macro_rules! recipe_struct {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* } rounding = $rd:ident, saturate = $sat:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            #[allow(dead_code)]
+            kind: String,
+            $($(#[$fm])* $f: $t,)*
+            /// Roles quantized (default `[x, w, dy]`).
+            #[serde(default = "default_roles")]
+            roles: Vec<Role>,
+            /// Quantize the attention products `*.attn.scores` and `*.attn.values`.
+            #[serde(default = "yes")]
+            attention: bool,
+            /// Per-site overrides by glob; the first match wins.
+            #[serde(default)]
+            overrides: Vec<Override>,
+            #[serde(default = $rd)]
+            rounding: RoundingName,
+            #[serde(default = $sat)]
+            saturate: bool,
+            #[serde(default = "yes")]
+            subnormals: bool,
+            /// Seed for stochastic rounding.
+            #[serde(default)]
+            seed: u64,
+        }
+
+        impl $name {
+            fn common(&self) -> Common {
+                Common {
+                    roles: self.roles.clone(),
+                    attention: self.attention,
+                    overrides: self.overrides.clone(),
+                    rounding: self.rounding.0,
+                    saturate: self.saturate,
+                    subnormals: self.subnormals,
+                    seed: self.seed,
+                }
+            }
+        }
+    };
+}
+
+fn saturate_on() -> bool {
+    true
+}
+fn saturate_off() -> bool {
+    false
+}
+
+struct Common {
+    roles: Vec<Role>,
+    attention: bool,
+    overrides: Vec<Override>,
+    rounding: Rounding,
+    saturate: bool,
+    subnormals: bool,
+    seed: u64,
+}
+
+impl Common {
+    /// One rule per role from a format choice and a per-role scaling.
+    fn plan(
+        &self,
+        formats: impl Fn(Role) -> Format,
+        scale: impl Fn(Role) -> ScaleRule,
+        rounding: impl Fn(Role) -> Rounding,
+    ) -> Result<Plan, String> {
+        let rules: BTreeMap<Role, RoleRule> = self
+            .roles
+            .iter()
+            .map(|&role| {
+                let cast = CastSpec {
+                    format: formats(role),
+                    rounding: rounding(role),
+                    seed: self.seed,
+                    saturate: self.saturate,
+                    subnormals: self.subnormals,
+                };
+                (role, RoleRule { cast, scale: scale(role) })
+            })
+            .collect();
+        Ok(Plan {
+            rules,
+            targeting: Targeting::new(self.attention, &self.overrides)?,
+            schedule: Vec::new(),
+            delayed: None,
+        })
+    }
+
+    fn uniform(&self, formats: Formats, scale: impl Fn(Role) -> ScaleRule) -> Result<Plan, String> {
+        self.plan(|r| formats.for_role(r), scale, |_| self.rounding)
+    }
+}
+
+/// The axis a role's blocks run along: the reduction axis of the GEMM it feeds. Inputs `x` are
+/// `[…, K]` (blocks along columns); weights are `[K, N]` (blocks down rows); `dy` is `[…, N]` and
+/// feeds `dx = dy·wᵀ`, which reduces over its columns.
+fn reduction_axis(role: Role) -> BlockAxis {
+    match role {
+        Role::W | Role::Dw => BlockAxis::Rows,
+        _ => BlockAxis::Cols,
+    }
+}
+
+recipe_struct! {
+    /// `fp32`: nothing is quantized.
+    Fp32File {} rounding = "nearest", saturate = "saturate_off"
+}
+
+recipe_struct! {
+    /// `cast`: a plain cast to `format` (e.g. `bfloat16`), no scaling.
+    CastFile { format: FormatName, } rounding = "nearest", saturate = "saturate_off"
+}
+
+recipe_struct! {
+    /// `bit_reduction`: the paper's simulation — truncation, reduced exponent range (values
+    /// beyond it clamp), no scaling, every GEMM input forward and backward.
+    BitReductionFile { format: FormatName, } rounding = "toward_zero", saturate = "saturate_on"
+}
+
+recipe_struct! {
+    /// `delayed_scaling`: TE `DelayedScaling` (defaults HYBRID, history 1024, `max`, margin 0).
+    DelayedFile {
+        #[serde(default = "hybrid")] format: Formats,
+        #[serde(default = "default_history")] history: usize,
+        #[serde(default)] algo: AmaxAlgo,
+        #[serde(default)] margin: i32,
+    } rounding = "nearest", saturate = "saturate_on"
+}
+
+fn default_history() -> usize {
+    1024
+}
+
+recipe_struct! {
+    /// `current_scaling`: per-tensor scale from the tensor's own amax.
+    CurrentFile {
+        #[serde(default = "hybrid")] format: Formats,
+        #[serde(default)] pow2: bool,
+    } rounding = "nearest", saturate = "saturate_on"
+}
+
+recipe_struct! {
+    /// `mx`: OCP MX block scaling with E8M0 shared exponents.
+    MxFile {
+        #[serde(default = "e4m3")] format: Formats,
+        #[serde(default = "mx_block")] block: usize,
+        #[serde(default)] rule: MxRuleName,
+    } rounding = "nearest", saturate = "saturate_on"
+}
+
+fn mx_block() -> usize {
+    32
+}
+
+/// `floor` (OCP v1.0), `rceil`, `ceil` or `even`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum MxRuleName {
+    #[default]
+    Floor,
+    Rceil,
+    Ceil,
+    Even,
+}
+
+impl From<MxRuleName> for MxRule {
+    fn from(r: MxRuleName) -> Self {
+        match r {
+            MxRuleName::Floor => MxRule::Floor,
+            MxRuleName::Rceil => MxRule::Rceil,
+            MxRuleName::Ceil => MxRule::Ceil,
+            MxRuleName::Even => MxRule::Even,
+        }
+    }
+}
+
+recipe_struct! {
+    /// `blockwise`: DeepSeek-V3 tiles — 1×`tile` for activations and gradients, `tile`×`tile`
+    /// for weights, one scale per tile.
+    BlockwiseFile {
+        #[serde(default = "e4m3")] format: Formats,
+        #[serde(default = "tile")] tile: usize,
+        #[serde(default)] pow2: bool,
+    } rounding = "nearest", saturate = "saturate_on"
+}
+
+fn tile() -> usize {
+    128
+}
+
+recipe_struct! {
+    /// `nvfp4`: E2M1 elements in 16-element blocks with E4M3 block scales and an FP32 tensor
+    /// scale. Gradients round stochastically by default (`grad_rounding`), as NVIDIA's recipe does.
+    Nvfp4File {
+        #[serde(default = "stochastic")] grad_rounding: RoundingName,
+    } rounding = "nearest", saturate = "saturate_on"
+}
+
+fn stochastic() -> RoundingName {
+    RoundingName(Rounding::Stochastic)
+}
+
+recipe_struct! {
+    /// `progressive`: the format changes with the step. Either explicit `phases`
+    /// (`[(from_step: 0, format: "bfloat16"), (from_step: 500, format: "e8m5")]`) or
+    /// `drop_bit_every: K` from `start` (default `e8m7`) down to `min_mantissa` bits.
+    ProgressiveFile {
+        #[serde(default)] phases: Vec<Phase>,
+        #[serde(default)] drop_bit_every: Option<u64>,
+        #[serde(default)] start: Option<FormatName>,
+        #[serde(default = "min_mantissa")] min_mantissa: u8,
+    } rounding = "toward_zero", saturate = "saturate_on"
+}
+
+fn min_mantissa() -> u8 {
+    3
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Phase {
+    from_step: u64,
+    format: FormatName,
+}
+
+/// Turn a validation message into the error type kinds return; RON has already placed parse
+/// errors, so these point at the file's start.
+fn invalid(msg: String) -> ron::error::SpannedError {
+    ron::error::SpannedError {
+        code: ron::Error::Message(msg),
+        position: ron::error::Position { line: 1, col: 1 },
+    }
+}
+
+type Built = Result<Box<dyn Recipe>, ron::error::SpannedError>;
+
+fn boxed(plan: Result<Plan, String>) -> Built {
+    plan.map(|p| Box::new(p) as Box<dyn Recipe>).map_err(invalid)
+}
+
+fn build_fp32(text: &str) -> Built {
+    let f: Fp32File = ron::from_str(text)?;
+    let mut c = f.common();
+    c.roles.clear();
+    boxed(c.uniform(Formats::All(Format::FLOAT32), |_| ScaleRule::None))
+}
+
+fn build_cast(text: &str) -> Built {
+    let f: CastFile = ron::from_str(text)?;
+    boxed(f.common().uniform(Formats::All(f.format.0), |_| ScaleRule::None))
+}
+
+fn build_bit_reduction(text: &str) -> Built {
+    let f: BitReductionFile = ron::from_str(text)?;
+    boxed(f.common().uniform(Formats::All(f.format.0), |_| ScaleRule::None))
+}
+
+fn build_delayed(text: &str) -> Built {
+    let f: DelayedFile = ron::from_str(text)?;
+    if f.history == 0 {
+        return Err(invalid("field `history`: must be at least 1".into()));
+    }
+    let mut plan = f.common().uniform(f.format, |_| ScaleRule::Delayed);
+    if let Ok(p) = &mut plan {
+        p.delayed = Some(DelayedScaling::new(f.history, f.algo, f.margin));
+    }
+    boxed(plan)
+}
+
+fn build_current(text: &str) -> Built {
+    let f: CurrentFile = ron::from_str(text)?;
+    let scaling = Scaling::Tensor(TensorScale::Current { pow2: f.pow2 });
+    boxed(f.common().uniform(f.format, |_| ScaleRule::Fixed(scaling)))
+}
+
+fn build_mx(text: &str) -> Built {
+    let f: MxFile = ron::from_str(text)?;
+    if f.block == 0 {
+        return Err(invalid("field `block`: must be at least 1 (OCP MX uses 32)".into()));
+    }
+    let rule = f.rule.into();
+    boxed(f.common().uniform(f.format, |role| {
+        ScaleRule::Fixed(Scaling::Mx {
+            block: f.block,
+            rule,
+            axis: reduction_axis(role),
+        })
+    }))
+}
+
+fn build_blockwise(text: &str) -> Built {
+    let f: BlockwiseFile = ron::from_str(text)?;
+    if f.tile == 0 {
+        return Err(invalid("field `tile`: must be at least 1 (DeepSeek-V3 uses 128)".into()));
+    }
+    let (t, pow2) = (f.tile, f.pow2);
+    boxed(f.common().uniform(f.format, |role| {
+        let (rows, cols) = match role {
+            Role::W | Role::Dw => (t, t),
+            _ => (1, t),
+        };
+        ScaleRule::Fixed(Scaling::Block { rows, cols, pow2 })
+    }))
+}
+
+fn build_nvfp4(text: &str) -> Built {
+    let f: Nvfp4File = ron::from_str(text)?;
+    let c = f.common();
+    let e2m1: Format = "float4_e2m1fn".parse().expect("named format");
+    boxed(c.plan(
+        |_| e2m1,
+        |role| ScaleRule::Fixed(Scaling::Nvfp4 { axis: reduction_axis(role) }),
+        |role| if role.is_forward() { c.rounding } else { f.grad_rounding.0 },
+    ))
+}
+
+fn build_progressive(text: &str) -> Built {
+    let f: ProgressiveFile = ron::from_str(text)?;
+    let mut schedule: Vec<(u64, Format)> = f.phases.iter().map(|p| (p.from_step, p.format.0)).collect();
+    if let Some(every) = f.drop_bit_every {
+        if !schedule.is_empty() {
+            return Err(invalid("fields `phases` and `drop_bit_every` exclude each other".into()));
+        }
+        if every == 0 {
+            return Err(invalid("field `drop_bit_every`: must be at least 1".into()));
+        }
+        let start = f.start.map_or_else(|| "e8m7".parse().expect("format"), |s| s.0);
+        let mut fmt = start;
+        let mut step = 0;
+        loop {
+            schedule.push((step, fmt));
+            if fmt.man_bits <= f.min_mantissa {
+                break;
+            }
+            fmt.man_bits -= 1;
+            step += every;
+        }
+    }
+    if schedule.is_empty() {
+        return Err(invalid("set `phases` or `drop_bit_every`".into()));
+    }
+    schedule.sort_by_key(|(s, _)| *s);
+    let first = schedule[0].1;
+    let mut plan = f.common().uniform(Formats::All(first), |_| ScaleRule::None);
+    if let Ok(p) = &mut plan {
+        p.schedule = schedule;
+    }
+    boxed(plan)
+}
+
+inventory::submit! { RecipeKind { name: "fp32", description: "nothing quantized: the f32 baseline", build: build_fp32 } }
+inventory::submit! { RecipeKind { name: "cast", description: "plain cast of GEMM inputs to one format (e.g. bfloat16), no scaling", build: build_cast } }
+inventory::submit! { RecipeKind { name: "bit_reduction", description: "the paper's simulation: mantissa truncation and reduced exponent range, no scaling", build: build_bit_reduction } }
+inventory::submit! { RecipeKind { name: "delayed_scaling", description: "TransformerEngine DelayedScaling: per-tensor scales from an amax history", build: build_delayed } }
+inventory::submit! { RecipeKind { name: "current_scaling", description: "per-tensor scales from each tensor's current amax", build: build_current } }
+inventory::submit! { RecipeKind { name: "mx", description: "OCP MX block scaling (32-element blocks, E8M0 shared exponents)", build: build_mx } }
+inventory::submit! { RecipeKind { name: "blockwise", description: "DeepSeek-V3 tiles: 1x128 activations and gradients, 128x128 weights", build: build_blockwise } }
+inventory::submit! { RecipeKind { name: "nvfp4", description: "NVFP4: E2M1 in 16-element blocks, E4M3 block scales, FP32 tensor scale", build: build_nvfp4 } }
+inventory::submit! { RecipeKind { name: "progressive", description: "the format changes with the training step", build: build_progressive } }
+
+/// Marker so binaries can keep this crate linked (`use fp8_recipes::RecipeFile as _;`).
+pub struct RecipeFile;
