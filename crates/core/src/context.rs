@@ -20,6 +20,7 @@ pub struct PrecisionContext {
     recipe: Box<dyn Recipe>,
     step: u64,
     telemetry: Telemetry,
+    recording: bool,
 }
 
 impl PrecisionContext {
@@ -28,6 +29,7 @@ impl PrecisionContext {
             recipe,
             step: 0,
             telemetry: Telemetry::new(),
+            recording: true,
         }
     }
 
@@ -57,10 +59,19 @@ impl PrecisionContext {
         self.recipe.spec(site, role, self.step)
     }
 
+    /// Evaluation passes cast exactly like training but must not feed the recipe's scaling
+    /// state nor the step's telemetry: turn recording off around them.
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
     /// Record one cast: tell the recipe, and merge into this step's telemetry (a site called
     /// several times in one step, as with gradient accumulation, keeps the largest amax and
     /// count-weighted fractions and SNR).
     pub fn record(&mut self, site: &str, role: Role, stats: &Stats) {
+        if !self.recording {
+            return;
+        }
         self.recipe.observe(site, role, stats);
         self.telemetry
             .entry((site.to_string(), role))
