@@ -15,6 +15,9 @@ struct Cli {
 enum Command {
     /// List the registered precision recipe kinds, or check recipe files.
     Recipes(crate::cmd::recipes::Args),
+    /// Train a model under a precision recipe; writes TensorBoard events, checkpoints and
+    /// summary.json into the run directory. Exit code 3 means the run diverged.
+    Train(crate::cmd::train::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into `error: …` and exit code 2.
@@ -22,6 +25,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Recipes(a) => crate::cmd::recipes::run(a),
+        Command::Train(a) => crate::cmd::train::run(a),
     };
     match result {
         Ok(code) => code,

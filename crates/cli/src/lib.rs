@@ -4,6 +4,8 @@
 //! so integration tests and third-party binaries (see `examples/custom-recipe`) can drive it.
 
 mod app;
+pub mod backend;
 pub mod cmd;
+pub mod train;
 
 pub use app::main;

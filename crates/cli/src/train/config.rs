@@ -1,0 +1,208 @@
+//! The training configuration: one serde value, filled from defaults, an optional `--config`
+//! RON file and command-line flags (in that order), and written resolved into the run directory.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything one training run needs. Field docs are the flag docs of `fp8 train`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Recipe file (RON).
+    pub recipe: PathBuf,
+    /// Model preset (`tiny`, `gpt2-mini`, `gpt2-124m`, `llama-120m`, …) or model RON file.
+    pub model: String,
+    /// Data: `synthetic[:k=v,…]`, a text file or directory, `bpe:PATH[:VOCAB]`, or a directory of
+    /// nanoGPT `train.bin`/`val.bin` shards.
+    pub data: String,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Sequences per micro-batch.
+    pub batch: usize,
+    /// Tokens per sequence (at most the model's context).
+    pub seq: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: u64,
+    /// Final learning rate of the cosine decay.
+    pub min_lr: f64,
+    /// Decoupled (AdamW) weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off), as PyTorch's `clip_grad_norm_`.
+    pub clip: f64,
+    /// Micro-batches accumulated per optimizer step.
+    pub grad_accum: usize,
+    /// Seed for initialization and data order.
+    pub seed: u64,
+    /// Evaluate validation loss (and sharpness) every N steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    /// Log training scalars every N steps.
+    pub log_every: u64,
+    /// Write a checkpoint every N steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Log weight and gradient histograms every N steps (0 = never).
+    pub histogram_every: u64,
+    /// ε of the logit sharpness (paper §3.1).
+    pub sharpness_eps: f64,
+    /// A loss above this multiple of the first loss counts as divergence.
+    pub divergence_threshold: f64,
+    /// Run directory (default `runs/<recipe>-<model>-lr<lr>-s<seed>`).
+    pub run_dir: Option<PathBuf>,
+    /// Device: `cpu` (or `cuda:N` with the `cuda` feature).
+    pub device: String,
+    /// AdamW β₁, β₂, ε.
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            recipe: PathBuf::from("recipes/fp32.ron"),
+            model: "gpt2-mini".into(),
+            data: "synthetic".into(),
+            steps: 300,
+            batch: 16,
+            seq: 64,
+            lr: 3e-3,
+            warmup: 30,
+            min_lr: 3e-4,
+            weight_decay: 0.1,
+            clip: 1.0,
+            grad_accum: 1,
+            seed: 0,
+            eval_every: 50,
+            eval_batches: 4,
+            log_every: 10,
+            checkpoint_every: 100,
+            histogram_every: 100,
+            sharpness_eps: fp8_stats::sharpness::DEFAULT_EPS,
+            divergence_threshold: fp8_stats::divergence::DEFAULT_THRESHOLD,
+            run_dir: None,
+            device: "cpu".into(),
+            beta1: 0.9,
+            beta2: 0.95,
+            adam_eps: 1e-8,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Read a `--config` RON file; errors name the file, line and column.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        ron::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.position.line,
+                e.position.col,
+                e.code
+            )
+        })
+    }
+
+    /// The recipe's short name (file stem), used in run names and results.
+    pub fn recipe_name(&self) -> String {
+        self.recipe
+            .file_stem()
+            .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
+    }
+
+    /// The run directory: the configured one or a name built from the main parameters.
+    pub fn resolved_run_dir(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(|| {
+            PathBuf::from("runs").join(format!(
+                "{}-{}-lr{}-s{}",
+                self.recipe_name(),
+                self.model.replace(['/', '.'], "_"),
+                self.lr,
+                self.seed
+            ))
+        })
+    }
+
+    /// Reject values that cannot work, saying which field and why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |field: &str, why: &str| Err(anyhow::anyhow!("`{field}`: {why}"));
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1");
+        }
+        if self.batch == 0 || self.seq < 2 {
+            return bad("batch/seq", "batch must be ≥ 1 and seq ≥ 2");
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum", "must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be a positive number");
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
+            return bad("min_lr", "must be ≥ 0");
+        }
+        if self.clip < 0.0 || !self.clip.is_finite() {
+            return bad("clip", "must be ≥ 0 (0 turns clipping off)");
+        }
+        if self.divergence_threshold <= 1.0 {
+            return bad("divergence_threshold", "must be > 1");
+        }
+        if self.eval_batches == 0 {
+            return bad("eval_batches", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step`: linear warm-up to `lr`, then cosine decay to `min_lr` at the
+    /// last step (nanoGPT's schedule).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
+        let progress = ((step - self.warmup) as f64 / span).min(1.0);
+        let coeff = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.min_lr + coeff * (self.lr - self.min_lr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_min() {
+        let c = TrainConfig {
+            lr: 1.0,
+            min_lr: 0.1,
+            warmup: 4,
+            steps: 14,
+            ..TrainConfig::default()
+        };
+        assert_eq!(c.lr_at(0), 0.25);
+        assert_eq!(c.lr_at(3), 1.0);
+        assert_eq!(c.lr_at(4), 1.0);
+        // Half-way through the decay: min + (max-min)/2.
+        assert!((c.lr_at(9) - 0.55).abs() < 1e-12);
+        assert!((c.lr_at(14) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn config_file_round_trips_and_errors_have_positions() {
+        let c = TrainConfig::default();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.ron");
+        std::fs::write(&p, ron::ser::to_string_pretty(&c, Default::default()).unwrap()).unwrap();
+        assert_eq!(TrainConfig::from_file(&p).unwrap(), c);
+        std::fs::write(&p, "(steps: 10,\n lr: \"fast\")").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("run.ron:2:"), "{e}");
+        std::fs::write(&p, "(stepz: 10)").unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("stepz"), "{e}");
+    }
+}
