@@ -18,6 +18,8 @@ enum Command {
     /// Train a model under a precision recipe; writes TensorBoard events, checkpoints and
     /// summary.json into the run directory. Exit code 3 means the run diverged.
     Train(crate::cmd::train::Args),
+    /// Run a grid of recipes × learning rates × seeds in parallel worker processes; resumable.
+    Sweep(crate::cmd::sweep::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into `error: …` and exit code 2.
@@ -26,6 +28,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Recipes(a) => crate::cmd::recipes::run(a),
         Command::Train(a) => crate::cmd::train::run(a),
+        Command::Sweep(a) => crate::cmd::sweep::run(a),
     };
     match result {
         Ok(code) => code,

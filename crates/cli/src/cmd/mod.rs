@@ -2,3 +2,4 @@
 
 pub mod recipes;
 pub mod train;
+pub mod sweep;

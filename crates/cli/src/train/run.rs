@@ -223,7 +223,12 @@ where
     state.train_seconds = seconds_before + segment_start.elapsed().as_secs_f64();
     let summary = summarize(cfg, &state, outcome, data.entropy_floor);
     std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::write(run_dir.join("losses.json"), serde_json::to_vec(&state.losses)?)?;
+    let curves = crate::sweep::Curves {
+        losses: state.losses.clone(),
+        val_losses: state.val_losses.clone(),
+        sharpness: state.sharpness.clone(),
+    };
+    std::fs::write(run_dir.join("curves.json"), serde_json::to_vec(&curves)?)?;
     Ok(summary)
 }
 

@@ -1,0 +1,41 @@
+//! `fp8 sweep`: run a grid of training runs in parallel worker processes.
+
+use crate::sweep::{run_sweep, Shard, SweepFile};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Sweep file (RON): `recipes`, `learning_rates`, `seeds`, `steps`, and optionally `models`,
+    /// `data`, `baseline` and `train` (other `fp8 train` options).
+    pub sweep: PathBuf,
+    /// Worker processes running at once (default: the number of CPU cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Run only grid points whose index is i modulo n (`i/n`), for cluster job arrays.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Output directory (default `sweeps/out/<sweep file stem>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let sweep = SweepFile::from_file(&args.sweep)?;
+    let out = args.out.unwrap_or_else(|| {
+        PathBuf::from("sweeps/out").join(args.sweep.file_stem().unwrap_or_default())
+    });
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let exe = std::env::current_exe()?;
+    let report = run_sweep(&sweep, &out, args.shard.unwrap_or(Shard::all()), jobs, &exe)?;
+    eprintln!(
+        "sweep: {} finished now, {} were already done, {} failed; results in {}",
+        report.finished,
+        report.skipped,
+        report.failed.len(),
+        out.join("results.jsonl").display()
+    );
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
