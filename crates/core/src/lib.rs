@@ -5,10 +5,12 @@
 //! See `../shared/DESIGN.md` §3–§4 for the semantics.
 
 pub mod context;
+pub mod precision;
 pub mod recipe;
 pub mod role;
 pub mod sites;
 
 pub use context::{PrecisionContext, Telemetry};
+pub use precision::{Precision, QuantizeBackend};
 pub use recipe::{Recipe, RecipeError, RecipeKind};
 pub use role::Role;
