@@ -1,0 +1,9 @@
+//! Input and output for fp8 training runs, kept free of burn so it compiles fast and can be
+//! tested on its own:
+//!
+//! - [`tensorboard`]: a small TensorBoard event-file writer (scalars and histograms).
+//! - [`data`]: token datasets (a synthetic Markov source with a known entropy rate, byte-level or
+//!   BPE-tokenized text, nanoGPT `.bin` shards) and deterministic, resumable batching.
+
+pub mod data;
+pub mod tensorboard;
