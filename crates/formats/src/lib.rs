@@ -14,9 +14,10 @@
 mod format;
 mod kernel;
 mod scaling;
+mod simd;
 mod stats;
 
 pub use format::{Family, Format, FormatError, Rounding};
 pub use kernel::{cast_scalar, cast_slice, CastSpec};
-pub use scaling::{quantize, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale};
+pub use scaling::{mx_shared_exp, quantize, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale};
 pub use stats::Stats;
