@@ -36,9 +36,10 @@
 //!
 //! # Errors
 //!
-//! Every write returns `io::Result`; nothing here panics on a full disk. Writes are buffered;
-//! call [`EventWriter::flush`] to make them visible to a running TensorBoard. Dropping the writer
-//! flushes too, ignoring errors (there is nobody to report them to).
+//! Every write returns `io::Result`; nothing here panics on a full disk. Writes are buffered and
+//! pushed to the file at most [`FLUSH_INTERVAL`] after they were made (checked on each write),
+//! so a live TensorBoard keeps up without a syscall per scalar; [`EventWriter::flush`] forces
+//! it. Dropping the writer flushes too, ignoring errors (there is nobody to report them to).
 
 use prost::Message;
 use std::fs::{File, OpenOptions};
@@ -46,7 +47,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `tensorflow.Event` (event.proto), reduced to the fields we write.
 #[derive(Clone, PartialEq, Message)]
@@ -144,6 +145,9 @@ pub const FILE_VERSION: &str = "brain.Event:2";
 
 const MASK_DELTA: u32 = 0xa282_ead8;
 
+/// Buffered records are flushed by the first write this long after the previous flush.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// TFRecord's masked CRC32C. Masking exists because computing the CRC of a string that itself
 /// contains CRCs is weak; the rotation and offset make embedded CRCs look random.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
@@ -167,6 +171,7 @@ pub fn encode_record(data: &[u8]) -> Vec<u8> {
 pub struct EventWriter {
     out: BufWriter<File>,
     path: PathBuf,
+    last_flush: Instant,
 }
 
 impl EventWriter {
@@ -192,6 +197,7 @@ impl EventWriter {
         let mut w = EventWriter {
             out: BufWriter::new(file),
             path,
+            last_flush: Instant::now(),
         };
         w.write_event(&Event {
             wall_time: now(),
@@ -223,11 +229,16 @@ impl EventWriter {
         let record = encode_record(&event.encode_to_vec());
         self.out
             .write_all(&record)
-            .map_err(|e| with_path(e, "writing", &self.path))
+            .map_err(|e| with_path(e, "writing", &self.path))?;
+        if self.last_flush.elapsed() >= FLUSH_INTERVAL {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Push buffered records to the file.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.last_flush = Instant::now();
         self.out
             .flush()
             .map_err(|e| with_path(e, "flushing", &self.path))

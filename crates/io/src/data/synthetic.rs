@@ -285,7 +285,8 @@ impl MarkovSource {
 
     /// A source from explicit rows: `rows[s][t] = P(t | s)` for each of the `V^order` states,
     /// where state `s` is the context read as a base-`V` number (oldest token most significant).
-    /// For tests and hand-checked examples.
+    /// For tests and hand-checked examples. If the chain is reducible, `π` is the limit reached
+    /// from the uniform distribution, one of several stationary distributions.
     pub fn from_rows(vocab: usize, order: usize, rows: &[Vec<f64>]) -> Result<Self, DataError> {
         let n_states = vocab
             .checked_pow(order as u32)

@@ -90,17 +90,18 @@ pub(super) fn load_bytes(path: &Path) -> Result<TokenDataset, DataError> {
     })
 }
 
-/// Encode in chunks of about 1 MiB cut at newlines: one giant string would make the
+const CHUNK: usize = 1 << 20;
+
+/// Encode in chunks of about `chunk` bytes cut after newlines: one giant string would make the
 /// pre-tokenizer hold every split of the corpus at once.
-fn encode<F>(text: &str, mut encode_chunk: F) -> Result<Vec<u32>, String>
+fn encode<F>(text: &str, chunk: usize, mut encode_chunk: F) -> Result<Vec<u32>, String>
 where
     F: FnMut(&str) -> Result<Vec<u32>, String>,
 {
-    const CHUNK: usize = 1 << 20;
     let mut ids = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
-        let mut end = rest.len().min(CHUNK);
+        let mut end = rest.len().min(chunk);
         while !rest.is_char_boundary(end) {
             end += 1;
         }
@@ -150,7 +151,9 @@ fn train_bpe(text: &str, vocab: usize) -> tokenizers::Result<BpeTokenizer> {
     let mut tok: BpeTokenizer = TokenizerBuilder::new()
         .with_model(BPE::default())
         .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::default()))
+        // No prefix space: it would add a space at the start of every line while training
+        // and of every chunk while encoding, so chunked encoding would differ from whole-text.
+        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
         .with_post_processor(None)
         .with_decoder(Some(ByteLevel::default()))
         .build()?;
@@ -175,8 +178,8 @@ pub(super) fn load_bpe(path: &Path, vocab: usize) -> Result<TokenDataset, DataEr
         path: path.to_path_buf(),
         msg,
     };
-    let train = encode(&train_text, enc).map_err(msg_err)?;
-    let val = encode(&val_text, enc).map_err(msg_err)?;
+    let train = encode(&train_text, CHUNK, enc).map_err(msg_err)?;
+    let val = encode(&val_text, CHUNK, enc).map_err(msg_err)?;
     check_split(path, &train, &val)?;
     Ok(TokenDataset {
         description: format!(
@@ -211,8 +214,8 @@ pub(super) fn load_with_tokenizer(
         path: tokenizer.to_path_buf(),
         msg,
     };
-    let train = encode(&train_text, enc).map_err(msg_err)?;
-    let val = encode(&val_text, enc).map_err(msg_err)?;
+    let train = encode(&train_text, CHUNK, enc).map_err(msg_err)?;
+    let val = encode(&val_text, CHUNK, enc).map_err(msg_err)?;
     check_split(path, &train, &val)?;
     // get_vocab_size counts added tokens, but ids can still exceed it if the file has holes.
     let vocab = vocab.max(
@@ -325,6 +328,14 @@ mod tests {
             .all(|&t| (t as usize) < d.vocab_size));
         // Merges compress: fewer tokens than bytes.
         assert!(d.train.len() + d.val.len() < text.len() / 2);
+
+        // Encoding in newline-cut chunks gives the same ids as encoding the whole text.
+        let tok = train_bpe(&text, 400).unwrap();
+        let enc = |s: &str| Ok(tok.encode(s, false).unwrap().get_ids().to_vec());
+        assert_eq!(
+            encode(&text, 100, enc).unwrap(),
+            encode(&text, usize::MAX, enc).unwrap()
+        );
 
         let tj = dir.path().join("tokenizer.json");
         train_bpe_to_file(&f, 400, &tj).unwrap();
