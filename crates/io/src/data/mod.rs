@@ -10,7 +10,7 @@
 //!
 //! | spec | source |
 //! |---|---|
-//! | `synthetic` or `synthetic:vocab=256,order=1,tokens=1000000,seed=0` | [`synthetic::MarkovSource`] |
+//! | `synthetic` or `synthetic:vocab=256,order=1,tokens=1000000,seed=0,alpha_min=0.8,alpha_max=1.6` | [`synthetic::MarkovSource`] (those are the defaults; `alpha=A` sets both) |
 //! | `PATH` (file, or directory of text files) or `bytes:PATH` | bytes as tokens, vocab 256 |
 //! | `bpe:PATH[:VOCAB]` | BPE trained on the training split of `PATH` (default vocab 4096) |
 //! | `tokenizer:TOKENIZER.json:PATH` | text encoded with a saved `tokenizers` tokenizer |
