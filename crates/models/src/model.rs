@@ -1,0 +1,407 @@
+//! The transformer itself, generic over any burn backend.
+//!
+//! Why it is written by hand rather than from `burn::nn::transformer`: every matrix multiply has
+//! to run inside a named GEMM site ([`fp8_core::sites`]) so the `Precision` backend decorator can
+//! quantize it, and attention must be explicit `matmul`s (not a fused attention op) so that the
+//! score (`q·kᵀ`) and value (`p·v`) products are GEMMs too. Linears are `burn::nn::Linear`
+//! (weight `[d_in, d_out]`, `ModuleOps::linear`), so the decorator sees which operand is the
+//! weight.
+//!
+//! Choices worth knowing:
+//! - No dropout: the precision study wants deterministic forward passes.
+//! - Fused GEMMs: `attn.qkv` produces `[q | k | v]` (GQA: `n_head + 2·n_kv_head` heads of
+//!   `head_dim`), Llama's `mlp.gate_up` produces `[gate | up]`. One GEMM means one scale per
+//!   site under per-tensor scaling, as with TransformerEngine's fused layers.
+//! - Attention scores are scaled by `1/sqrt(head_dim)` *after* the `scores` GEMM, so its operands
+//!   are exactly q and k. The causal mask fills the strict upper triangle with `-inf` before the
+//!   softmax.
+//! - GPT-2's GELU is the tanh approximation (`gelu_new` in HF), as in the released checkpoints.
+//! - RoPE uses the "rotate half" layout of HF Llama (pairs `(i, i + head_dim/2)`).
+//! - Smooth-SwiGLU (Fishman et al. 2024, "Scaling FP8 training to trillion-token LLMs"): with
+//!   `h = silu(gate) ⊙ up`, per channel `c` of `h` we take `amax_c = max |h[·, c]|` over every
+//!   token of the batch (detached), `s_c = 2^-ceil(log2 amax_c)`, and compute
+//!   `mlp.proj` as `(h ⊙ s) · (diag(1/s)·W)`. In exact arithmetic this is `h·W`; under FP8 the
+//!   GEMM input is per-channel normalised to `|·| ≤ 1`, which removes the channel outliers that
+//!   SwiGLU develops late in training and that overflow a per-tensor scale. Powers of two make the
+//!   rescaling itself exact in any binary float format, so the option changes nothing in f32.
+//!   Gradients flow through both factors with `s` treated as a constant, which is what the
+//!   paper's fused kernel computes.
+
+use std::f64::consts::LN_2;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use fp8_core::sites;
+
+use crate::config::{Arch, ModelConfig};
+use crate::init;
+
+/// LayerNorm (GPT-2, with bias) or RMSNorm (Llama, `bias: None`) over the last dimension.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    /// Gain, initialised to 1.
+    pub weight: Param<Tensor<B, 1>>,
+    /// LayerNorm's shift, initialised to 0; absent for RMSNorm.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Norm<B> {
+    /// `LayerNorm` if `rms` is false (mean-centred, biased variance), else `RMSNorm`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>, rms: bool, eps: f64) -> Tensor<B, D> {
+        let last = D - 1;
+        let x = if rms {
+            let ms = x.clone().square().mean_dim(last);
+            x / (ms + eps).sqrt()
+        } else {
+            let xc = x.clone() - x.mean_dim(last);
+            let var = xc.clone().square().mean_dim(last);
+            xc / (var + eps).sqrt()
+        };
+        let y = x * self.weight.val().unsqueeze::<D>();
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        }
+    }
+}
+
+/// Causal self-attention with a fused `qkv` GEMM and explicit score/value GEMMs.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[d_model, (n_head + 2·n_kv_head)·head_dim]`, output laid out `[q | k | v]`.
+    pub qkv: Linear<B>,
+    /// Output projection `[n_head·head_dim, d_model]` (a residual projection).
+    pub proj: Linear<B>,
+}
+
+impl<B: Backend> Attention<B> {
+    fn forward(&self, x: Tensor<B, 3>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim());
+        let device = x.device();
+        let _attn = sites::scope("attn");
+
+        let qkv = sites::with("qkv", || self.qkv.forward(x));
+        // [b, t, heads·hd] → [b, heads, t, hd]
+        let heads = |first: usize, n: usize| {
+            qkv.clone()
+                .narrow(2, first * hd, n * hd)
+                .reshape([b, t, n, hd])
+                .swap_dims(1, 2)
+        };
+        let (mut q, mut k, v) = (heads(0, nh), heads(nh, nkv), heads(nh + nkv, nkv));
+        if let Some(rope) = rope {
+            q = rope.apply(q);
+            k = rope.apply(k);
+        }
+        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
+
+        let scores = sites::with("scores", || q.matmul(k.swap_dims(2, 3)));
+        let scores = scores * (1.0 / (hd as f64).sqrt());
+        // `tril_mask` is true strictly above the diagonal: the future positions.
+        let future = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device)
+            .unsqueeze::<4>()
+            .expand([b, nh, t, t]);
+        let probs = activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
+        let y = sites::with("values", || probs.matmul(v));
+
+        let y = y.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        sites::with("proj", || self.proj.forward(y))
+    }
+}
+
+/// `[b, n_kv, t, hd]` → `[b, n_kv·groups, t, hd]`, query head `h` reading KV head `h / groups`.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, nkv, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .repeat_dim(2, groups)
+        .reshape([b, nkv * groups, t, hd])
+}
+
+/// RoPE tables for one sequence length, `[1, 1, t, head_dim/2]`.
+struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
+    fn new(t: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for p in 0..t {
+            for j in 0..half {
+                let angle = p as f64 * theta.powf(-2.0 * j as f64 / head_dim as f64);
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, t, half]), device);
+        Self {
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+
+    /// Rotate pairs `(x[i], x[i + hd/2])` by the position's angle.
+    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.narrow(3, half, half);
+        let (c, s) = (self.cos.clone(), self.sin.clone());
+        Tensor::cat(
+            vec![
+                x1.clone() * c.clone() - x2.clone() * s.clone(),
+                x1 * s + x2 * c,
+            ],
+            3,
+        )
+    }
+}
+
+/// GPT-2 MLP (`fc`, GELU, `proj`) or Llama SwiGLU (fused `gate_up`, SiLU·up, `proj`).
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// GPT-2: `[d_model, d_ff]`; Llama: `[d_model, 2·d_ff]` laid out `[gate | up]`.
+    pub fc: Linear<B>,
+    /// Down projection `[d_ff, d_model]` (a residual projection).
+    pub proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 3>, cfg: &ModelConfig) -> Tensor<B, 3> {
+        let _mlp = sites::scope("mlp");
+        match cfg.arch {
+            Arch::Gpt2 => {
+                let h = sites::with("fc", || self.fc.forward(x));
+                let h = activation::gelu_approximate(h);
+                sites::with("proj", || self.proj.forward(h))
+            }
+            Arch::Llama => {
+                let ff = cfg.d_ff;
+                let gu = sites::with("gate_up", || self.fc.forward(x));
+                let gate = gu.clone().narrow(2, 0, ff);
+                let up = gu.narrow(2, ff, ff);
+                let h = activation::silu(gate) * up;
+                if cfg.smooth_swiglu {
+                    self.smooth_proj(h)
+                } else {
+                    sites::with("proj", || self.proj.forward(h))
+                }
+            }
+        }
+    }
+
+    /// `mlp.proj` with Smooth-SwiGLU's per-channel power-of-two scaling (see the module docs).
+    fn smooth_proj(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, ff] = h.dims();
+        let device = h.device();
+        let amax = h
+            .clone()
+            .detach()
+            .abs()
+            .reshape([b * t, ff])
+            .max_dim(0)
+            .clamp_min(f32::MIN_POSITIVE);
+        // e = ceil(log2 amax); s = 2^-e puts every channel's amax in (1/2, 1].
+        let e = (amax.log() / LN_2).ceil();
+        let two = Tensor::<B, 2>::full([1, ff], 2.0, &device);
+        let s = two.clone().powf(e.clone().neg());
+        let s_inv = two.powf(e);
+        let h = h * s.unsqueeze::<3>();
+        let w = self.proj.weight.val() * s_inv.reshape([ff, 1]);
+        let bias = self.proj.bias.as_ref().map(|b| b.val());
+        sites::with("proj", || linear(h, w, bias))
+    }
+}
+
+/// One pre-norm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub ln_1: Norm<B>,
+    /// Causal self-attention.
+    pub attn: Attention<B>,
+    /// Norm before the MLP.
+    pub ln_2: Norm<B>,
+    /// Feed-forward network.
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    fn forward(&self, x: Tensor<B, 3>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        let rms = cfg.arch == Arch::Llama;
+        let a = self
+            .attn
+            .forward(self.ln_1.forward(x.clone(), rms, cfg.norm_eps), cfg, rope);
+        let x = x + a;
+        let m = self
+            .mlp
+            .forward(self.ln_2.forward(x.clone(), rms, cfg.norm_eps), cfg);
+        x + m
+    }
+}
+
+/// A GPT-2 or Llama decoder-only language model; build it with [`ModelConfig::init`].
+///
+/// Field names follow nanoGPT/HF GPT-2 (`wte`, `wpe`, `h`, `ln_f`, `lm_head`) so checkpoints and
+/// site names read the same.
+#[derive(Module, Debug)]
+pub struct Model<B: Backend> {
+    /// Token embedding `[vocab_size, d_model]`; also the output head when tied.
+    pub wte: Param<Tensor<B, 2>>,
+    /// Learned positions `[context, d_model]` (GPT-2); `None` for Llama (RoPE).
+    pub wpe: Option<Param<Tensor<B, 2>>>,
+    /// The blocks, `h.0` … `h.{n_layer-1}`.
+    pub h: Vec<Block<B>>,
+    /// Final norm.
+    pub ln_f: Norm<B>,
+    /// Untied output head `[d_model, vocab_size]`; `None` when tied to `wte`.
+    pub lm_head: Option<Linear<B>>,
+    /// The config this model was built from (not a parameter, not saved in records).
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+impl<B: Backend> Model<B> {
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (`seq ≤ context`).
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let cfg = &self.config;
+        let [b, t] = tokens.dims();
+        assert!(
+            t <= cfg.context,
+            "sequence length {t} exceeds the model context {}",
+            cfg.context
+        );
+        let d = cfg.d_model;
+        let device = tokens.device();
+
+        // Embedding lookups are gathers, not GEMMs: no site.
+        let mut x = self
+            .wte
+            .val()
+            .select(0, tokens.reshape([b * t]))
+            .reshape([b, t, d]);
+        if let Some(wpe) = &self.wpe {
+            x = x + wpe.val().narrow(0, 0, t).unsqueeze::<3>();
+        }
+        let rope = (cfg.arch == Arch::Llama)
+            .then(|| Rope::new(t, cfg.head_dim(), cfg.rope_theta, &device));
+
+        for (i, block) in self.h.iter().enumerate() {
+            let _block = sites::scope(&format!("h.{i}"));
+            x = block.forward(x, cfg, rope.as_ref());
+        }
+        let x = self.ln_f.forward(x, cfg.arch == Arch::Llama, cfg.norm_eps);
+
+        sites::with("lm_head", || match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => linear(x, self.wte.val().transpose(), None),
+        })
+    }
+
+    /// Mean next-token cross-entropy over every position, shape `[1]`.
+    ///
+    /// `targets[b, t]` is the token that should follow `tokens[b, ..=t]`. The log-softmax is the
+    /// stable `x − max − ln Σ exp(x − max)`.
+    pub fn loss(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let logits = self.forward(tokens);
+        cross_entropy(logits, targets)
+    }
+}
+
+/// Mean cross-entropy of `logits [b, t, v]` against `targets [b, t]`, shape `[1]`.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    let logits = logits.reshape([b * t, v]);
+    // The shift only needs to be *a* large value; detaching it keeps the gradient exact.
+    let max = logits.clone().max_dim(1).detach();
+    let shifted = logits - max;
+    let lse = shifted.clone().exp().sum_dim(1).log();
+    let target_logit = shifted.gather(1, targets.reshape([b * t, 1]));
+    (lse - target_logit).mean()
+}
+
+/// Builds parameters with the deterministic host-side init of [`crate::init`].
+struct Builder<'a, B: Backend> {
+    cfg: &'a ModelConfig,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Builder<'_, B> {
+    fn normal(&self, name: &str, shape: [usize; 2], std: f64) -> Param<Tensor<B, 2>> {
+        let values = init::normal(self.cfg.seed, name, shape[0] * shape[1], std);
+        Param::from_data(TensorData::new(values, shape), self.device)
+    }
+
+    fn filled(&self, n: usize, value: f32) -> Param<Tensor<B, 1>> {
+        Param::from_data(TensorData::new(vec![value; n], [n]), self.device)
+    }
+
+    /// A linear layer; biases only for GPT-2 blocks (its `lm_head` has none, as in HF).
+    fn linear(&self, name: &str, d_in: usize, d_out: usize, std: f64) -> Linear<B> {
+        let bias = self.cfg.arch == Arch::Gpt2 && name != "lm_head";
+        Linear {
+            weight: self.normal(&format!("{name}.weight"), [d_in, d_out], std),
+            bias: bias.then(|| self.filled(d_out, 0.0)),
+        }
+    }
+
+    fn norm(&self) -> Norm<B> {
+        let d = self.cfg.d_model;
+        Norm {
+            weight: self.filled(d, 1.0),
+            bias: (self.cfg.arch == Arch::Gpt2).then(|| self.filled(d, 0.0)),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Allocate and initialise a model: GPT-2 init, i.e. every weight `N(0, init_std²)`,
+    /// residual projections (`attn.proj`, `mlp.proj`) `N(0, (init_std/sqrt(2·n_layer))²)`,
+    /// biases 0, norm gains 1. Deterministic in `seed`, identical on every backend.
+    ///
+    /// # Panics
+    /// If the config does not [validate](ModelConfig::validate).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Model<B> {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        let p = Builder::<B> { cfg: self, device };
+        let (d, std) = (self.d_model, self.init_std);
+        let resid_std = std / (2.0 * self.n_layer as f64).sqrt();
+        let h = (0..self.n_layer)
+            .map(|i| Block {
+                ln_1: p.norm(),
+                attn: Attention {
+                    qkv: p.linear(&format!("h.{i}.attn.qkv"), d, self.qkv_dim(), std),
+                    proj: p.linear(
+                        &format!("h.{i}.attn.proj"),
+                        self.n_head * self.head_dim(),
+                        d,
+                        resid_std,
+                    ),
+                },
+                ln_2: p.norm(),
+                mlp: Mlp {
+                    fc: p.linear(&format!("h.{i}.mlp.fc"), d, self.mlp_in_dim(), std),
+                    proj: p.linear(&format!("h.{i}.mlp.proj"), self.d_ff, d, resid_std),
+                },
+            })
+            .collect();
+        Model {
+            wte: p.normal("wte", [self.vocab_size, d], std),
+            wpe: (self.arch == Arch::Gpt2).then(|| p.normal("wpe", [self.context, d], std)),
+            h,
+            ln_f: p.norm(),
+            lm_head: (!self.tie_embeddings).then(|| p.linear("lm_head", d, self.vocab_size, std)),
+            config: self.clone(),
+        }
+    }
+}
