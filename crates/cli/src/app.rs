@@ -20,6 +20,8 @@ enum Command {
     Train(crate::cmd::train::Args),
     /// Run a grid of recipes × learning rates × seeds in parallel worker processes; resumable.
     Sweep(crate::cmd::sweep::Args),
+    /// Inspect a model config: parameter count, FLOPs per token, GEMM site names.
+    Model(crate::cmd::model::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into `error: …` and exit code 2.
@@ -29,6 +31,7 @@ pub fn main() -> ExitCode {
         Command::Recipes(a) => crate::cmd::recipes::run(a),
         Command::Train(a) => crate::cmd::train::run(a),
         Command::Sweep(a) => crate::cmd::sweep::run(a),
+        Command::Model(a) => crate::cmd::model::run(a),
     };
     match result {
         Ok(code) => code,

@@ -3,3 +3,4 @@
 pub mod recipes;
 pub mod train;
 pub mod sweep;
+pub mod model;
