@@ -22,6 +22,12 @@ enum Command {
     Sweep(crate::cmd::sweep::Args),
     /// Inspect a model config: parameter count, FLOPs per token, GEMM site names.
     Model(crate::cmd::model::Args),
+    /// List the named number formats with their bias, range, epsilon and special values.
+    Formats(crate::cmd::formats::Args),
+    /// Quantize a float32 .npy file through a format (and scaling); writes float32 .npy.
+    Cast(crate::cmd::cast::Args),
+    /// Micro-benchmarks (`fp8 bench cast`).
+    Bench(crate::cmd::bench::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into `error: …` and exit code 2.
@@ -32,6 +38,9 @@ pub fn main() -> ExitCode {
         Command::Train(a) => crate::cmd::train::run(a),
         Command::Sweep(a) => crate::cmd::sweep::run(a),
         Command::Model(a) => crate::cmd::model::run(a),
+        Command::Formats(a) => crate::cmd::formats::run(a),
+        Command::Cast(a) => crate::cmd::cast::run(a),
+        Command::Bench(a) => crate::cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -42,7 +42,7 @@ impl SweepFile {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read sweep file {}", path.display()))?;
-        let s: SweepFile = ron::from_str(&text).map_err(|e| {
+        let s: SweepFile = fp8_core::recipe::ron_options().from_str(&text).map_err(|e| {
             anyhow::anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code)
         })?;
         if s.recipes.is_empty() || s.learning_rates.is_empty() || s.seeds.is_empty() {

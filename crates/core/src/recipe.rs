@@ -102,20 +102,32 @@ impl RecipeError {
     }
 }
 
+/// The RON dialect of every fp8 file: optional fields are written bare (`format: "e8m5"`, not
+/// `format: Some("e8m5")`).
+pub fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+}
+
 /// Build a recipe from RON text; `origin` names it in errors (a file path, say).
 pub fn from_ron_str(text: &str, origin: &str) -> Result<Box<dyn Recipe>, RecipeError> {
     #[derive(Deserialize)]
     struct KindOnly {
         kind: String,
     }
-    let head: KindOnly = ron::from_str(text).map_err(|e| RecipeError::parse(origin, &e))?;
+    let head: KindOnly = ron_options()
+        .from_str(text)
+        .map_err(|e| RecipeError::parse(origin, &e))?;
     let kind = kinds()
         .into_iter()
         .find(|k| k.name == head.kind)
         .ok_or_else(|| RecipeError::UnknownKind {
             origin: origin.to_string(),
             kind: head.kind.clone(),
-            registered: kinds().iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+            registered: kinds()
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
     (kind.build)(text).map_err(|e| RecipeError::parse(origin, &e))
 }

@@ -84,7 +84,7 @@ fn e4m3() -> Formats {
 
 /// Fields every kind shares: which tensors, and how elements round.
 macro_rules! recipe_struct {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* } rounding = $rd:ident, saturate = $sat:literal) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* } rounding = $rd:literal, saturate = $sat:literal) => {
         $(#[$m])*
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -164,7 +164,13 @@ impl Common {
                     saturate: self.saturate,
                     subnormals: self.subnormals,
                 };
-                (role, RoleRule { cast, scale: scale(role) })
+                (
+                    role,
+                    RoleRule {
+                        cast,
+                        scale: scale(role),
+                    },
+                )
             })
             .collect();
         Ok(Plan {
@@ -324,28 +330,35 @@ fn invalid(msg: String) -> ron::error::SpannedError {
 type Built = Result<Box<dyn Recipe>, ron::error::SpannedError>;
 
 fn boxed(plan: Result<Plan, String>) -> Built {
-    plan.map(|p| Box::new(p) as Box<dyn Recipe>).map_err(invalid)
+    plan.map(|p| Box::new(p) as Box<dyn Recipe>)
+        .map_err(invalid)
 }
 
 fn build_fp32(text: &str) -> Built {
-    let f: Fp32File = ron::from_str(text)?;
+    let f: Fp32File = fp8_core::recipe::ron_options().from_str(text)?;
     let mut c = f.common();
     c.roles.clear();
     boxed(c.uniform(Formats::All(Format::FLOAT32), |_| ScaleRule::None))
 }
 
 fn build_cast(text: &str) -> Built {
-    let f: CastFile = ron::from_str(text)?;
-    boxed(f.common().uniform(Formats::All(f.format.0), |_| ScaleRule::None))
+    let f: CastFile = fp8_core::recipe::ron_options().from_str(text)?;
+    boxed(
+        f.common()
+            .uniform(Formats::All(f.format.0), |_| ScaleRule::None),
+    )
 }
 
 fn build_bit_reduction(text: &str) -> Built {
-    let f: BitReductionFile = ron::from_str(text)?;
-    boxed(f.common().uniform(Formats::All(f.format.0), |_| ScaleRule::None))
+    let f: BitReductionFile = fp8_core::recipe::ron_options().from_str(text)?;
+    boxed(
+        f.common()
+            .uniform(Formats::All(f.format.0), |_| ScaleRule::None),
+    )
 }
 
 fn build_delayed(text: &str) -> Built {
-    let f: DelayedFile = ron::from_str(text)?;
+    let f: DelayedFile = fp8_core::recipe::ron_options().from_str(text)?;
     if f.history == 0 {
         return Err(invalid("field `history`: must be at least 1".into()));
     }
@@ -357,15 +370,17 @@ fn build_delayed(text: &str) -> Built {
 }
 
 fn build_current(text: &str) -> Built {
-    let f: CurrentFile = ron::from_str(text)?;
+    let f: CurrentFile = fp8_core::recipe::ron_options().from_str(text)?;
     let scaling = Scaling::Tensor(TensorScale::Current { pow2: f.pow2 });
     boxed(f.common().uniform(f.format, |_| ScaleRule::Fixed(scaling)))
 }
 
 fn build_mx(text: &str) -> Built {
-    let f: MxFile = ron::from_str(text)?;
+    let f: MxFile = fp8_core::recipe::ron_options().from_str(text)?;
     if f.block == 0 {
-        return Err(invalid("field `block`: must be at least 1 (OCP MX uses 32)".into()));
+        return Err(invalid(
+            "field `block`: must be at least 1 (OCP MX uses 32)".into(),
+        ));
     }
     let rule = f.rule.into();
     boxed(f.common().uniform(f.format, |role| {
@@ -378,9 +393,11 @@ fn build_mx(text: &str) -> Built {
 }
 
 fn build_blockwise(text: &str) -> Built {
-    let f: BlockwiseFile = ron::from_str(text)?;
+    let f: BlockwiseFile = fp8_core::recipe::ron_options().from_str(text)?;
     if f.tile == 0 {
-        return Err(invalid("field `tile`: must be at least 1 (DeepSeek-V3 uses 128)".into()));
+        return Err(invalid(
+            "field `tile`: must be at least 1 (DeepSeek-V3 uses 128)".into(),
+        ));
     }
     let (t, pow2) = (f.tile, f.pow2);
     boxed(f.common().uniform(f.format, |role| {
@@ -393,27 +410,42 @@ fn build_blockwise(text: &str) -> Built {
 }
 
 fn build_nvfp4(text: &str) -> Built {
-    let f: Nvfp4File = ron::from_str(text)?;
+    let f: Nvfp4File = fp8_core::recipe::ron_options().from_str(text)?;
     let c = f.common();
     let e2m1: Format = "float4_e2m1fn".parse().expect("named format");
     boxed(c.plan(
         |_| e2m1,
-        |role| ScaleRule::Fixed(Scaling::Nvfp4 { axis: reduction_axis(role) }),
-        |role| if role.is_forward() { c.rounding } else { f.grad_rounding.0 },
+        |role| {
+            ScaleRule::Fixed(Scaling::Nvfp4 {
+                axis: reduction_axis(role),
+            })
+        },
+        |role| {
+            if role.is_forward() {
+                c.rounding
+            } else {
+                f.grad_rounding.0
+            }
+        },
     ))
 }
 
 fn build_progressive(text: &str) -> Built {
-    let f: ProgressiveFile = ron::from_str(text)?;
-    let mut schedule: Vec<(u64, Format)> = f.phases.iter().map(|p| (p.from_step, p.format.0)).collect();
+    let f: ProgressiveFile = fp8_core::recipe::ron_options().from_str(text)?;
+    let mut schedule: Vec<(u64, Format)> =
+        f.phases.iter().map(|p| (p.from_step, p.format.0)).collect();
     if let Some(every) = f.drop_bit_every {
         if !schedule.is_empty() {
-            return Err(invalid("fields `phases` and `drop_bit_every` exclude each other".into()));
+            return Err(invalid(
+                "fields `phases` and `drop_bit_every` exclude each other".into(),
+            ));
         }
         if every == 0 {
             return Err(invalid("field `drop_bit_every`: must be at least 1".into()));
         }
-        let start = f.start.map_or_else(|| "e8m7".parse().expect("format"), |s| s.0);
+        let start = f
+            .start
+            .map_or_else(|| "e8m7".parse().expect("format"), |s| s.0);
         let mut fmt = start;
         let mut step = 0;
         loop {

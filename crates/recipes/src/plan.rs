@@ -85,7 +85,10 @@ impl Recipe for Plan {
                 if format == Format::FLOAT32 {
                     return None;
                 }
-                let mut cast = CastSpec { format, ..rule.cast };
+                let mut cast = CastSpec {
+                    format,
+                    ..rule.cast
+                };
                 if cast.rounding == Rounding::Stochastic {
                     cast.seed = mix_seed(rule.cast.seed, step, site, role);
                 }

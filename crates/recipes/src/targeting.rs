@@ -60,7 +60,10 @@ impl Targeting {
                 let format = o
                     .format
                     .as_deref()
-                    .map(|f| f.parse::<Format>().map_err(|e| format!("field `overrides.format`: {e}")))
+                    .map(|f| {
+                        f.parse::<Format>()
+                            .map_err(|e| format!("field `overrides.format`: {e}"))
+                    })
                     .transpose()?;
                 if o.keep && format.is_some() {
                     return Err(format!(

@@ -46,7 +46,12 @@ fn fp32_quantizes_nothing() {
 #[test]
 fn bit_reduction_is_truncation_on_every_gemm_input() {
     let r = load("bit_reduction_e8m3.ron");
-    for site in ["h.1.attn.qkv", "h.1.attn.scores", "h.1.attn.values", "lm_head"] {
+    for site in [
+        "h.1.attn.qkv",
+        "h.1.attn.scores",
+        "h.1.attn.values",
+        "lm_head",
+    ] {
         for role in [Role::X, Role::W, Role::Dy] {
             let s = r.spec(site, role, 7).expect("quantized");
             assert_eq!(s.cast.format, fmt("e8m3"));
@@ -69,7 +74,10 @@ fn delayed_scaling_is_hybrid_and_uses_the_previous_steps_amax() {
     assert_eq!(r.spec("h.0.attn.scores", Role::X, 0), None, "attention off");
     assert_eq!(r.spec("h.0.mlp.fc", Role::Dw, 0), None);
 
-    let seen = |amax| Stats { amax, ..Stats::default() };
+    let seen = |amax| Stats {
+        amax,
+        ..Stats::default()
+    };
     r.observe("h.0.mlp.fc", Role::X, &seen(3.5));
     r.observe("h.0.mlp.fc", Role::Dy, &seen(0.5));
     // Within the step the scale does not move.
@@ -90,7 +98,10 @@ fn delayed_scaling_is_hybrid_and_uses_the_previous_steps_amax() {
     // State round-trips into a fresh recipe.
     let mut fresh = load("delayed_scaling.ron");
     fresh.restore(r.state()).unwrap();
-    assert_eq!(fresh.spec("h.0.mlp.fc", Role::X, 1), r.spec("h.0.mlp.fc", Role::X, 1));
+    assert_eq!(
+        fresh.spec("h.0.mlp.fc", Role::X, 1),
+        r.spec("h.0.mlp.fc", Role::X, 1)
+    );
     assert!(load("fp32.ron").restore(r.state()).is_err());
 }
 
@@ -98,11 +109,39 @@ fn delayed_scaling_is_hybrid_and_uses_the_previous_steps_amax() {
 fn block_recipes_block_along_the_reduction_axis() {
     let mx = load("mxfp8.ron");
     let spec = |r: &dyn Recipe, role| r.spec("h.0.mlp.fc", role, 0).unwrap().scaling;
-    assert!(matches!(spec(mx.as_ref(), Role::X), Scaling::Mx { block: 32, axis: fp8_formats::BlockAxis::Cols, .. }));
-    assert!(matches!(spec(mx.as_ref(), Role::W), Scaling::Mx { block: 32, axis: fp8_formats::BlockAxis::Rows, .. }));
+    assert!(matches!(
+        spec(mx.as_ref(), Role::X),
+        Scaling::Mx {
+            block: 32,
+            axis: fp8_formats::BlockAxis::Cols,
+            ..
+        }
+    ));
+    assert!(matches!(
+        spec(mx.as_ref(), Role::W),
+        Scaling::Mx {
+            block: 32,
+            axis: fp8_formats::BlockAxis::Rows,
+            ..
+        }
+    ));
     let bw = load("blockwise.ron");
-    assert!(matches!(spec(bw.as_ref(), Role::X), Scaling::Block { rows: 1, cols: 128, .. }));
-    assert!(matches!(spec(bw.as_ref(), Role::W), Scaling::Block { rows: 128, cols: 128, .. }));
+    assert!(matches!(
+        spec(bw.as_ref(), Role::X),
+        Scaling::Block {
+            rows: 1,
+            cols: 128,
+            ..
+        }
+    ));
+    assert!(matches!(
+        spec(bw.as_ref(), Role::W),
+        Scaling::Block {
+            rows: 128,
+            cols: 128,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -122,10 +161,20 @@ fn nvfp4_keeps_lm_head_in_bf16_and_rounds_gradients_stochastically() {
 #[test]
 fn progressive_switches_format_at_the_phase_boundary() {
     let r = load("progressive.ron");
-    assert_eq!(r.spec("h.0.mlp.fc", Role::X, 199).unwrap().cast.format, fmt("bfloat16"));
-    assert_eq!(r.spec("h.0.mlp.fc", Role::X, 200).unwrap().cast.format, fmt("e8m5"));
+    assert_eq!(
+        r.spec("h.0.mlp.fc", Role::X, 199).unwrap().cast.format,
+        fmt("bfloat16")
+    );
+    assert_eq!(
+        r.spec("h.0.mlp.fc", Role::X, 200).unwrap().cast.format,
+        fmt("e8m5")
+    );
 
-    let drop = from_ron_str(r#"(kind: "progressive", drop_bit_every: 10, min_mantissa: 5)"#, "t").unwrap();
+    let drop = from_ron_str(
+        r#"(kind: "progressive", drop_bit_every: 10, min_mantissa: 5)"#,
+        "t",
+    )
+    .unwrap();
     let at = |s| drop.spec("h.0.mlp.fc", Role::W, s).unwrap().cast.format;
     assert_eq!(at(0), fmt("e8m7"));
     assert_eq!(at(9), fmt("e8m7"));
@@ -144,10 +193,19 @@ fn overrides_by_glob_and_attention_switch() {
     .unwrap();
     assert_eq!(r.spec("h.0.mlp.fc", Role::X, 0), None);
     assert_eq!(r.spec("h.1.attn.scores", Role::X, 0), None);
-    assert_eq!(r.spec("h.1.mlp.fc", Role::X, 0).unwrap().cast.format, fmt("e8m4"));
-    assert_eq!(r.spec("lm_head", Role::X, 0).unwrap().cast.format, fmt("bfloat16"));
+    assert_eq!(
+        r.spec("h.1.mlp.fc", Role::X, 0).unwrap().cast.format,
+        fmt("e8m4")
+    );
+    assert_eq!(
+        r.spec("lm_head", Role::X, 0).unwrap().cast.format,
+        fmt("bfloat16")
+    );
     // The lm_head override names only x, so w falls through to the recipe's own rule.
-    assert_eq!(r.spec("lm_head", Role::W, 0).unwrap().cast.format, fmt("e8m4"));
+    assert_eq!(
+        r.spec("lm_head", Role::W, 0).unwrap().cast.format,
+        fmt("e8m4")
+    );
 }
 
 fn err(text: &str) -> String {
@@ -164,10 +222,16 @@ fn errors_say_where_and_what() {
 
     let e = err(r#"(kind: "fp9")"#);
     assert!(e.contains("unknown recipe kind `fp9`"), "{e}");
-    assert!(e.contains("delayed_scaling") && e.contains("bit_reduction"), "{e}");
+    assert!(
+        e.contains("delayed_scaling") && e.contains("bit_reduction"),
+        "{e}"
+    );
 
     let e = err(r#"(kind: "cast", format: "float7_e9m9")"#);
-    assert!(e.contains("float7_e9m9") && e.contains("float8_e4m3fn"), "{e}");
+    assert!(
+        e.contains("float7_e9m9") && e.contains("float8_e4m3fn"),
+        "{e}"
+    );
 
     let e = err(r#"(kind: "delayed_scaling", algo: maximum)"#);
     assert!(e.contains("maximum") && e.contains("most_recent"), "{e}");

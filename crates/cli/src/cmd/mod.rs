@@ -3,4 +3,7 @@
 pub mod recipes;
 pub mod train;
 pub mod sweep;
+pub mod formats;
+pub mod cast;
+pub mod bench;
 pub mod model;

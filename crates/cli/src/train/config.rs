@@ -96,7 +96,7 @@ impl TrainConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        ron::from_str(&text).map_err(|e| {
+        fp8_core::recipe::ron_options().from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{}:{}:{}: {}",
                 path.display(),
