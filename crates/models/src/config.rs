@@ -183,7 +183,7 @@ impl ModelConfig {
     /// - `llama-120m`: a TinyLlama-shaped small Llama: 12 layers, d 768, 12 heads, 4 KV heads
     ///   (GQA 3:1, as TinyLlama's 32:4 is too coarse at this width), SwiGLU width 2048
     ///   (≈ 8/3·d rounded to a multiple of 256), vocab 32000 (Llama tokenizer), ctx 1024, untied.
-    ///   ≈ 120 M parameters of which 49 M are the two embedding tables.
+    ///   124.7 M parameters, of which 49.2 M are the two embedding tables.
     /// - `llama2-7b`: Llama-2-7B (32 layers, d 4096, 32 heads, MHA, d_ff 11008, vocab 32000,
     ///   ctx 4096); for counting, too large to train here.
     pub fn preset(name: &str) -> Option<Self> {

@@ -37,7 +37,7 @@ pub struct InfoArgs {
     pub ron: bool,
 }
 
-const FLOPS_FORMULA: &str = "6*N_gemm + 12*n_layer*context*d_attn (training, forward+backward)";
+const FLOPS_FORMULA: &str = "training, fwd+bwd: 6*N_gemm + 12*n_layer*context*d_attn";
 
 /// Run `fp8 model …`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
