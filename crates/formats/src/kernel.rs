@@ -140,27 +140,25 @@ pub(crate) struct Consts {
     /// `23 − m`: dropped mantissa bits in the normal range.
     sh: u32,
     mask: u32,
-    /// Half of the quantum in `rem` units (1 when `sh == 0`, so that nothing rounds).
+    /// Half of the quantum in `rem` units (2 when `sh == 0`, so that nothing rounds).
     half: u32,
     /// XOR into `kept` to get the parity of the target code (only matters when m = 0).
     parity_flip: u32,
     /// Biased f32 exponent of the target's min normal; smaller exponents take the subnormal path.
     e_min: u32,
-    min_normal_bits: u32,
     /// `q·2^23`, `q` = min subnormal.
     magic: f32,
     q: f32,
-    half_q: f32,
     /// `2^31 / q` as two factors (the product can exceed f32's range).
     frac_c1: f32,
     frac_c2: f32,
     pub(crate) max_bits: u32,
-    flush: bool,
-    neg_zero: bool,
+    flush_below: u32,
+    zero_sign_keep: u32,
     overflow: Special,
     inf: Special,
     nan: Special,
-    key: (u32, u32),
+    pub(crate) key: (u32, u32),
     pub(crate) e8m0: bool,
     pub(crate) identity: bool,
     pub(crate) rounding: u8,
@@ -235,18 +233,20 @@ impl Consts {
         Consts {
             sh,
             mask: (1u32 << sh) - 1,
-            half: if sh == 0 { 1 } else { 1 << (sh - 1) },
+            half: if sh == 0 { 2 } else { 1 << (sh - 1) },
             parity_flip,
             e_min: (emin + 127) as u32,
-            min_normal_bits: pow2(emin).to_bits(),
             magic: pow2(emin - m as i32 + 23),
             q: pow2(emin - m as i32),
-            half_q: pow2(emin - m as i32 - 1),
             frac_c1: pow2(k1),
             frac_c2: pow2(k - k1),
             max_bits,
-            flush: !spec.subnormals,
-            neg_zero: fam.has_neg_zero(),
+            flush_below: if spec.subnormals {
+                0
+            } else {
+                pow2(emin).to_bits()
+            },
+            zero_sign_keep: if fam.has_neg_zero() { SIGN } else { 0 },
             overflow,
             inf,
             nan,
@@ -281,15 +281,36 @@ fn fmix32(mut h: u32) -> u32 {
 /// 32 random bits for element `index` (counter-based: no state).
 #[inline(always)]
 pub(crate) fn rand32(key: (u32, u32), index: u64) -> u32 {
-    let lo = index as u32;
-    let hi = (index >> 32) as u32;
-    let h = fmix32(lo ^ key.0);
-    fmix32(h ^ hi.wrapping_mul(0x9E37_79B9) ^ key.1)
+    rand32_split(key.0, hi_key(key, index), index as u32)
+}
+
+/// The part of the hash that depends on the high half of the index (constant over 2^32 runs).
+#[inline(always)]
+pub(crate) fn hi_key(key: (u32, u32), index: u64) -> u32 {
+    ((index >> 32) as u32).wrapping_mul(0x9E37_79B9) ^ key.1
+}
+
+/// [`rand32`] with the high-half part precomputed (what the vector loops use).
+#[inline(always)]
+pub(crate) fn rand32_split(k0: u32, hk: u32, lo: u32) -> u32 {
+    fmix32(fmix32(lo ^ k0) ^ hk)
+}
+
+#[inline(always)]
+fn sel(c: bool, a: u32, b: u32) -> u32 {
+    // Written as a mask blend so that LLVM keeps it branch-free and vectorizes it.
+    let m = 0u32.wrapping_sub(u32::from(c));
+    (a & m) | (b & !m)
+}
+
+#[inline(always)]
+fn self32(c: bool, a: f32, b: f32) -> f32 {
+    f32::from_bits(sel(c, a.to_bits(), b.to_bits()))
 }
 
 /// Result of casting one value: output bits and whether a finite input overflowed.
 #[inline(always)]
-pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, index: u64) -> (u32, bool) {
+pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, rnd: u32) -> (u32, bool) {
     let sign = x & SIGN;
     let a = x & ABS;
     let e = a >> 23;
@@ -297,14 +318,12 @@ pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, index: u64) -> (u32, bo
     // Normal range: integer rounding with a constant shift.
     let kept = a >> k.sh;
     let rem = a & k.mask;
-    let lsb = ((kept ^ k.parity_flip) & 1) == 1 || k.nearest_ties_up;
-    let rnd = if R == R_STOCH {
-        rand32(k.key, index)
-    } else {
-        0
-    };
     let up = match R {
-        R_NEAREST => rem > k.half || (rem == k.half && lsb),
+        R_NEAREST => {
+            let lsb = ((kept ^ k.parity_flip) | u32::from(k.nearest_ties_up)) & 1;
+            // rem > half, or rem == half with an odd kept part: rem + lsb > half.
+            rem + lsb > k.half
+        }
         R_ZERO => false,
         R_AWAY => rem >= k.half,
         _ => ((rnd >> 1) >> (31 - k.sh)) < rem,
@@ -317,45 +336,28 @@ pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, index: u64) -> (u32, bo
     let sub = match R {
         R_NEAREST => rn,
         _ => {
-            let lo = if rn > af { rn - k.q } else { rn };
+            let lo = self32(rn > af, rn - k.q, rn);
+            let hi = lo + k.q;
             match R {
                 R_ZERO => lo,
-                R_AWAY => {
-                    if af - lo >= k.half_q {
-                        lo + k.q
-                    } else {
-                        lo
-                    }
-                }
+                R_AWAY => self32((af - lo) * 2.0 >= k.q, hi, lo), // 2·d is exact; q/2 may underflow
                 _ => {
                     let frac = ((af - lo) * k.frac_c1 * k.frac_c2) as i32 as u32;
-                    if (rnd >> 1) < frac {
-                        lo + k.q
-                    } else {
-                        lo
-                    }
+                    self32((rnd >> 1) < frac, hi, lo)
                 }
             }
         }
     };
-    let mut mag = if e < k.e_min { sub.to_bits() } else { normal };
+    let mag = sel(e < k.e_min, sub.to_bits(), normal);
+    // Flush: `flush_below` is min_normal when flushing, else 0 (nothing is below 0).
+    let mag = sel(mag < k.flush_below, 0, mag);
 
-    if k.flush && mag < k.min_normal_bits {
-        mag = 0;
-    }
-    let finite = a < INF;
-    let over = finite & (mag > k.max_bits);
-    let zero_sign = if k.neg_zero { sign } else { 0 };
-    let mut out = if mag == 0 { zero_sign } else { mag | sign };
-    if over {
-        out = k.overflow.apply(sign);
-    }
-    if a == INF {
-        out = k.inf.apply(sign);
-    }
-    if a > INF {
-        out = k.nan.apply(sign);
-    }
+    let over = (a < INF) & (mag > k.max_bits);
+    let zero_sign = sign & k.zero_sign_keep;
+    let mut out = sel(mag == 0, zero_sign, mag | sign);
+    out = sel(over, k.overflow.apply(sign), out);
+    out = sel(a == INF, k.inf.apply(sign), out);
+    out = sel(a > INF, k.nan.apply(sign), out);
     (out, over)
 }
 
@@ -403,10 +405,10 @@ pub(crate) fn cast_one(x: f32, k: &Consts, index: u64) -> (u32, bool) {
         return cast_e8m0(x, k, index);
     }
     match k.rounding {
-        R_NEAREST => cast_bits::<R_NEAREST>(x.to_bits(), k, index),
-        R_ZERO => cast_bits::<R_ZERO>(x.to_bits(), k, index),
-        R_AWAY => cast_bits::<R_AWAY>(x.to_bits(), k, index),
-        _ => cast_bits::<R_STOCH>(x.to_bits(), k, index),
+        R_NEAREST => cast_bits::<R_NEAREST>(x.to_bits(), k, 0),
+        R_ZERO => cast_bits::<R_ZERO>(x.to_bits(), k, 0),
+        R_AWAY => cast_bits::<R_AWAY>(x.to_bits(), k, 0),
+        _ => cast_bits::<R_STOCH>(x.to_bits(), k, rand32(k.key, index)),
     }
 }
 

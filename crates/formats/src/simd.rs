@@ -4,12 +4,13 @@
 //!
 //! Statistics are gathered in the same pass in `LANES` independent f32/u32 accumulators (so
 //! the reduction vectorizes without reassociating anything), flushed into f64 every
-//! `FLUSH` elements; the order of all additions is fixed by the data layout alone.
+//! block of `BLOCK` elements; the order of all additions is fixed by the data layout alone.
 
-use crate::kernel::{cast_bits, cast_e8m0, Consts, R_AWAY, R_NEAREST, R_STOCH, R_ZERO};
+use crate::kernel::{
+    cast_bits, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST, R_STOCH, R_ZERO,
+};
 
 const LANES: usize = 8;
-const FLUSH: usize = 1024;
 const ABS: u32 = 0x7fff_ffff;
 const INF: u32 = 0x7f80_0000;
 
@@ -85,24 +86,58 @@ impl ScaleSrc for PerElem<'_> {
     }
 }
 
+/// Split `[0, len)` into runs whose element indices `offset + i` share the high 32 bits.
 #[inline(always)]
-fn cast_elem<const R: u8>(x: f32, k: &Consts, idx: u64) -> (u32, bool) {
+fn runs(offset: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut start = 0usize;
+    std::iter::from_fn(move || {
+        if start >= len {
+            return None;
+        }
+        let idx = offset + start as u64;
+        let to_boundary = (1u64 << 32) - (idx & 0xffff_ffff);
+        let end = (start as u64 + to_boundary).min(len as u64) as usize;
+        let r = (start, end);
+        start = end;
+        Some(r)
+    })
+}
+
+/// Cast one element; `lo` is the low half of its index, `hk` the high-half hash part.
+#[inline(always)]
+fn cast_elem<const R: u8>(x: f32, k: &Consts, hk: u32, lo: u32, index: u64) -> (u32, bool) {
     if R == u8::MAX {
-        cast_e8m0(x, k, idx)
+        cast_e8m0(x, k, index)
+    } else if R == R_STOCH {
+        cast_bits::<R>(x.to_bits(), k, rand32_split(k.key.0, hk, lo))
     } else {
-        cast_bits::<R>(x.to_bits(), k, idx)
+        cast_bits::<R>(x.to_bits(), k, 0)
     }
 }
 
 /// Cast without statistics.
 #[inline(always)]
 fn plain<const R: u8>(data: &mut [f32], k: &Consts, offset: u64) {
-    for (i, v) in data.iter_mut().enumerate() {
-        *v = f32::from_bits(cast_elem::<R>(*v, k, offset + i as u64).0);
+    let k = *k; // a local copy: LLVM then keeps the constants in registers
+    let k = &k;
+    for (s, e) in runs(offset, data.len()) {
+        let base = offset + s as u64;
+        let (hk, lo0) = (hi_key(k.key, base), base as u32);
+        for (i, v) in data[s..e].iter_mut().enumerate() {
+            let lo = lo0.wrapping_add(i as u32);
+            *v = f32::from_bits(cast_elem::<R>(*v, k, hk, lo, base + i as u64).0);
+        }
     }
 }
 
+/// Elements per block of the statistics pass (kept on the stack, so in L1).
+const BLOCK: usize = 256;
+
 /// Scale, cast, unscale a segment, accumulating statistics into `acc`.
+///
+/// Each block is first cast in place by a simple element loop (which vectorizes like
+/// [`plain`]), keeping a copy of the inputs and the overflow flags on the stack; a second loop
+/// over the block then gathers the statistics in `LANES` independent accumulators.
 #[inline(always)]
 pub(crate) fn seg<const R: u8, S: ScaleSrc>(
     data: &mut [f32],
@@ -111,50 +146,71 @@ pub(crate) fn seg<const R: u8, S: ScaleSrc>(
     sc: S,
     acc: &mut Acc,
 ) {
-    for (bi, block) in data.chunks_mut(FLUSH).enumerate() {
-        let base = bi * FLUSH;
-        let mut amax = [0u32; LANES];
-        let mut under = [0u32; LANES];
-        let mut sat = [0u32; LANES];
-        let mut sx2 = [0f32; LANES];
-        let mut se2 = [0f32; LANES];
-        let mut step = |j: usize, v: &mut f32, i: usize| {
-            let x = *v;
-            let (s, inv) = sc.get(i);
-            let y = x * s;
-            let (qb, over) = cast_elem::<R>(y, k, offset + i as u64);
-            let q = f32::from_bits(qb) * inv;
-            let a = x.to_bits() & ABS;
-            let ya = y.to_bits() & ABS;
-            let finite = a < INF;
-            amax[j] = amax[j].max(if finite { a } else { 0 });
-            under[j] += u32::from(finite & (a != 0) & (q.to_bits() & ABS == 0));
-            sat[j] += u32::from(finite & (over | (ya >= INF)));
-            let used = finite & ((q.to_bits() & ABS) < INF);
-            let d = x - q;
-            sx2[j] += if used { x * x } else { 0.0 };
-            se2[j] += if used { d * d } else { 0.0 };
-            *v = q;
-        };
-        let full = (block.len() / LANES) * LANES;
-        let mut chunks = block.chunks_exact_mut(LANES);
-        for (ci, c) in (&mut chunks).enumerate() {
-            for (j, v) in c.iter_mut().enumerate() {
-                step(j, v, base + ci * LANES + j);
+    let k = *k;
+    let k = &k;
+    for (s, e) in runs(offset, data.len()) {
+        let run_base = offset + s as u64;
+        let hk = hi_key(k.key, run_base);
+        for (bi, block) in data[s..e].chunks_mut(BLOCK).enumerate() {
+            let first = s + bi * BLOCK; // index into `data` (and `sc`)
+            let lo0 = (offset + first as u64) as u32;
+            let n = block.len();
+            let mut xs = [0f32; BLOCK];
+            let mut ov = [0u32; BLOCK];
+            xs[..n].copy_from_slice(block);
+            for (i, (v, o)) in block.iter_mut().zip(ov.iter_mut()).enumerate() {
+                let (s, inv) = sc.get(first + i);
+                let y = *v * s;
+                let (qb, over) = cast_elem::<R>(
+                    y,
+                    k,
+                    hk,
+                    lo0.wrapping_add(i as u32),
+                    offset + (first + i) as u64,
+                );
+                *v = f32::from_bits(qb) * inv;
+                // A finite x whose scaled value is already non-finite also counts as saturated.
+                *o = u32::from(over | ((y.to_bits() & ABS) >= INF));
             }
+            stats_block(&xs[..n], block, &ov[..n], acc);
         }
-        let rem = chunks.into_remainder();
-        let rbase = base + full;
-        for (j, v) in rem.iter_mut().enumerate() {
-            step(j, v, rbase + j);
-        }
-        acc.amax_bits = acc.amax_bits.max(amax.into_iter().max().unwrap_or(0));
-        acc.under += under.iter().map(|&u| u64::from(u)).sum::<u64>();
-        acc.sat += sat.iter().map(|&u| u64::from(u)).sum::<u64>();
-        acc.sx2 += sx2.iter().map(|&u| f64::from(u)).sum::<f64>();
-        acc.se2 += se2.iter().map(|&u| f64::from(u)).sum::<f64>();
     }
     acc.count += data.len() as u64;
+}
+
+#[inline(always)]
+fn stats_block(xs: &[f32], qs: &[f32], ov: &[u32], acc: &mut Acc) {
+    let mut amax = [0u32; LANES];
+    let mut under = [0u32; LANES];
+    let mut sat = [0u32; LANES];
+    let mut sx2 = [0f32; LANES];
+    let mut se2 = [0f32; LANES];
+    let mut step = |j: usize, x: f32, q: f32, o: u32| {
+        let a = x.to_bits() & ABS;
+        let qa = q.to_bits() & ABS;
+        let finite = a < INF;
+        amax[j] = amax[j].max(if finite { a } else { 0 });
+        under[j] += u32::from(finite & (a != 0) & (qa == 0));
+        sat[j] += u32::from(finite) & o;
+        let used = finite & (qa < INF);
+        let d = x - q;
+        sx2[j] += if used { x * x } else { 0.0 };
+        se2[j] += if used { d * d } else { 0.0 };
+    };
+    let full = xs.len() / LANES * LANES;
+    for c in (0..full).step_by(LANES) {
+        for j in 0..LANES {
+            step(j, xs[c + j], qs[c + j], ov[c + j]);
+        }
+    }
+    for j in 0..xs.len() - full {
+        step(j, xs[full + j], qs[full + j], ov[full + j]);
+    }
+    acc.amax_bits = acc.amax_bits.max(amax.into_iter().max().unwrap_or(0));
+    acc.under += under.iter().map(|&u| u64::from(u)).sum::<u64>();
+    acc.sat += sat.iter().map(|&u| u64::from(u)).sum::<u64>();
+    acc.sx2 += sx2.iter().map(|&u| f64::from(u)).sum::<f64>();
+    acc.se2 += se2.iter().map(|&u| f64::from(u)).sum::<f64>();
 }
 
 /// `cast_slice` body for one work item.

@@ -1,0 +1,262 @@
+//! Scaling schemes against worked examples computed by hand from DESIGN.md §4.
+
+use fp8_formats::*;
+
+fn q(data: &mut [f32], shape: &[usize], f: Format, scaling: Scaling) -> Stats {
+    quantize(
+        data,
+        shape,
+        &QuantSpec {
+            cast: CastSpec::new(f),
+            scaling,
+        },
+    )
+}
+
+#[test]
+fn none_matches_cast_and_stats() {
+    // e4m3fn: 0.3 → 0.3125 (spacing 1/32 in [0.25, 0.5)), 1e-4 underflows, 1000 overflows (NaN).
+    let mut v = [0.3f32, 1e-4, 1000.0, 2.0];
+    let s = q(&mut v, &[4], Format::FLOAT8_E4M3FN, Scaling::None);
+    assert_eq!(v[0], 0.3125);
+    assert_eq!(v[1], 0.0);
+    assert!(v[2].is_nan());
+    assert_eq!(s.amax, 1000.0);
+    assert_eq!(s.count, 4);
+    assert_eq!(s.underflow, 0.25);
+    assert_eq!(s.saturation, 0.25);
+    // SNR over elements with a finite result: x² = 0.09 + 1e-8 + 4, err² = 0.0125² + 1e-8.
+    let want = 10.0 * ((0.3f32 as f64).powi(2) + (1e-4f32 as f64).powi(2) + 4.0).log10()
+        - 10.0 * ((0.3125 - 0.3f32 as f64).powi(2) + (1e-4f32 as f64).powi(2)).log10();
+    assert!((s.snr_db - want).abs() < 1e-3, "{} vs {want}", s.snr_db);
+    let mut exact = [1.0f32, 2.0];
+    assert_eq!(
+        q(&mut exact, &[2], Format::FLOAT8_E4M3FN, Scaling::None).snr_db,
+        f64::INFINITY
+    );
+}
+
+#[test]
+fn tensor_current_and_given() {
+    // amax 2 → scale 224; 1.1·224 = 246.4 → e4m3fn 256 (spacing 16 in [128,256) ties... 246.4
+    // lies between 240 and 256, nearer 240) → 240/224.
+    let mut v = [2.0f32, 1.1, -0.5];
+    let s = q(
+        &mut v,
+        &[3],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Tensor(TensorScale::Current { pow2: false }),
+    );
+    assert_eq!(s.scale, 224.0);
+    assert_eq!(v, [2.0, 240.0 * (1.0 / 224.0f32), -0.5]); // dequantized with 1/scale
+                                                          // pow2 rounds 224 down to 128: 1.1·128 = 140.8 → 144 (spacing 16) → 1.125.
+    let mut v = [2.0f32, 1.1];
+    let s = q(
+        &mut v,
+        &[2],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Tensor(TensorScale::Current { pow2: true }),
+    );
+    assert_eq!(s.scale, 128.0);
+    assert_eq!(v, [2.0, 1.125]);
+    // amax 0 → scale 1.
+    let mut z = [0.0f32; 4];
+    assert_eq!(
+        q(
+            &mut z,
+            &[4],
+            Format::FLOAT8_E4M3FN,
+            Scaling::Tensor(TensorScale::Current { pow2: false })
+        )
+        .scale,
+        1.0
+    );
+    // Given scale 4 with saturation: 200·4 = 800 → 448 → 112.
+    let mut g = [200.0f32, 0.25];
+    let s = q(
+        &mut g,
+        &[2],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Tensor(TensorScale::Given(4.0)),
+    );
+    assert_eq!(g, [112.0, 0.25]);
+    assert_eq!(s.saturation, 0.5);
+}
+
+#[test]
+fn row_col_block() {
+    // [[1, 0.3], [100, 10]]; rows: scales 448 and 4.48; cols: 4.48 and 44.8.
+    let base = [1.0f32, 0.3, 100.0, 10.0];
+    let mut r = base;
+    q(
+        &mut r,
+        &[2, 2],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Row { pow2: true },
+    );
+    // Row 0 scale 256: 0.3·256 = 76.8 → 80 (spacing 8) → 0.3125. Row 1 scale 4: 100·4 = 400 is
+    // the tie between 384 (even) and 416 (spacing 32) → 384 → 96; 10·4 = 40 exact.
+    assert_eq!(r, [1.0, 0.3125, 96.0, 10.0]);
+    let mut c = base;
+    q(
+        &mut c,
+        &[2, 2],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Col { pow2: true },
+    );
+    // Col 0 amax 100 → 4.48 → 4: 1·4 = 4 exact, 100·4 = 400 → 384 → 96. Col 1 amax 10 → 44.8
+    // → 32: 0.3·32 = 9.6 → 10 (spacing 1 in [8, 16)) → 0.3125; 10·32 = 320 exact.
+    assert_eq!(c, [1.0, 0.3125, 96.0, 10.0]);
+    // 1×128 tiles: tile 0 amax 1, tile 1 amax 100; 0.3 in tile 0 (scale 448): 134.4 → 128 → 0.2857…
+    let mut b: Vec<f32> = vec![0.0; 256];
+    b[0] = 1.0;
+    b[1] = 0.3;
+    b[128] = 100.0;
+    b[129] = 0.3;
+    let s = q(
+        &mut b,
+        &[1, 256],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Block {
+            rows: 1,
+            cols: 128,
+            pow2: false,
+        },
+    );
+    assert_eq!(b[1], 128.0 / 448.0);
+    // tile 1: scale 4.48: 0.3·4.48 = 1.344 → 1.375 → /4.48.
+    assert_eq!(b[129], 1.375 / 4.48f32);
+    assert!((f64::from(s.scale) - (448.0 + 4.48) / 2.0).abs() < 1e-3);
+    // Ragged tails: 3×3 with 2×2 tiles has 4 tiles; each element exact in its own tile scale.
+    let mut t = [1.0f32, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+    q(
+        &mut t,
+        &[3, 3],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Block {
+            rows: 2,
+            cols: 2,
+            pow2: true,
+        },
+    );
+    assert_eq!(t, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+}
+
+#[test]
+fn mx_worked_examples() {
+    let mx = |rule| Scaling::Mx {
+        block: 32,
+        rule,
+        axis: BlockAxis::Cols,
+    };
+    // Block amax 10: floor(log2 10) = 3, emax(E4M3) = 8 → shared_exp −5: 0.1·32 = 3.2 → 3.25.
+    let mut v = vec![0.0f32; 32];
+    v[0] = 10.0;
+    v[1] = 0.1;
+    let s = q(&mut v, &[32], Format::FLOAT8_E4M3FN, mx(MxRule::Floor));
+    assert_eq!((v[0], v[1]), (10.0, 3.25 / 32.0));
+    assert_eq!(s.scale, 32.0);
+    // Block amax 500: FLOOR → exp 0 → 500 saturates to 448. RCEIL: 500/448 → 2 → exp 1:
+    // 250 → 256 (spacing 16 in [128, 256)) → 512.
+    let mut a = vec![500.0f32; 32];
+    let s = q(&mut a, &[32], Format::FLOAT8_E4M3FN, mx(MxRule::Floor));
+    assert_eq!(a[0], 448.0);
+    assert_eq!(s.saturation, 1.0);
+    let mut a = vec![500.0f32; 32];
+    q(&mut a, &[32], Format::FLOAT8_E4M3FN, mx(MxRule::Rceil));
+    assert_eq!(a[0], 512.0);
+    assert_eq!(mx_shared_exp(500.0, Format::FLOAT8_E4M3FN, MxRule::Ceil), 1);
+    assert_eq!(mx_shared_exp(256.0, Format::FLOAT8_E4M3FN, MxRule::Ceil), 0);
+    // EVEN: 15.9 rounds to 16 at 3 mantissa bits → floor log2 = 4 → 4 − 8 = −4.
+    assert_eq!(mx_shared_exp(15.9, Format::FLOAT8_E4M3FN, MxRule::Even), -4);
+    assert_eq!(
+        mx_shared_exp(15.9, Format::FLOAT8_E4M3FN, MxRule::Floor),
+        -5
+    );
+    assert_eq!(
+        mx_shared_exp(1e-40, Format::FLOAT8_E4M3FN, MxRule::Floor),
+        -127
+    );
+    // E2M1 (emax 2), two blocks of 32, the second one ragged (8 long) and with its own scale.
+    let mut e = vec![0.0f32; 40];
+    e[0] = 6.0;
+    e[1] = 1.25; // 1.25 → tie between 1 and 1.5 → 1 (even)
+    e[32] = 0.75;
+    e[33] = 0.1; // amax 0.75: exp floor(log2 .75) − 2 = −3 → 0.8 → e2m1 1.0 → 0.125
+    q(&mut e, &[40], Format::FLOAT4_E2M1FN, mx(MxRule::Floor));
+    assert_eq!((e[0], e[1], e[32], e[33]), (6.0, 1.0, 0.75, 0.125));
+    // Axis Rows: blocks run down the columns; [64, 2] with column 1 ten times column 0.
+    let mut m: Vec<f32> = (0..128)
+        .map(|i| if i % 2 == 0 { 1.0 } else { 10.0 })
+        .collect();
+    m[2] = 0.1; // column 0, block amax 1 → exp −8: 0.1·256 = 25.6 → 26 → 0.1015625
+    m[3] = 0.1; // column 1, block amax 10 → exp −5: 3.2 → 3.25 → 0.1015625
+    q(
+        &mut m,
+        &[64, 2],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Mx {
+            block: 32,
+            rule: MxRule::Floor,
+            axis: BlockAxis::Rows,
+        },
+    );
+    assert_eq!((m[2], m[3]), (26.0 / 256.0, 3.25 / 32.0));
+}
+
+#[test]
+fn nvfp4_worked_example() {
+    // Tensor amax 2688 = 448·6 → s_global = 1. Block 0 amax 2688 → block scale 448 (e4m3 exact).
+    // Block 1 amax 3 → block scale 0.5: 1.25/0.5 = 2.5 → tie between 2 and 3 → 2 → 1.0;
+    // 0.8/0.5 = 1.6 → 1.5 → 0.75.
+    let mut v = vec![0.0f32; 32];
+    v[0] = 2688.0;
+    v[1] = 1000.0; // /448 = 2.23 → 2 → 896
+    v[16] = 3.0;
+    v[17] = 1.25;
+    v[18] = 0.8;
+    let s = q(
+        &mut v,
+        &[32],
+        Format::FLOAT4_E2M1FN,
+        Scaling::Nvfp4 {
+            axis: BlockAxis::Cols,
+        },
+    );
+    assert_eq!(s.scale, 1.0);
+    assert_eq!(
+        (v[0], v[1], v[16], v[17], v[18]),
+        (2688.0, 896.0, 3.0, 1.0, 0.75)
+    );
+}
+
+#[test]
+fn stats_independent_of_threads() {
+    let data: Vec<f32> = (0..500_000)
+        .map(|i| ((i as f32) * 0.013).sin() * 50.0)
+        .collect();
+    for sc in [
+        Scaling::None,
+        Scaling::MX,
+        Scaling::Col { pow2: false },
+        Scaling::Block {
+            rows: 128,
+            cols: 128,
+            pow2: false,
+        },
+    ] {
+        let run = |t: usize| {
+            let mut v = data.clone();
+            let s = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| q(&mut v, &[500, 1000], Format::FLOAT8_E5M2, sc));
+            (v, s)
+        };
+        let (a, sa) = run(1);
+        let (b, sb) = run(2);
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+    }
+}
