@@ -8,7 +8,7 @@
 //! were not the quantized one. The reference operands are also checked to be representable in
 //! the target format, and the raw inputs to not be (so the check is not vacuous).
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::nn::Linear;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
@@ -441,7 +441,10 @@ fn gemm_outside_a_scope_is_untouched_under_a_quantizing_recipe() {
     assert_bits_eq("outside", &plain, &host(&a.clone().matmul(b.clone())));
     assert!(ctx.lock().unwrap().telemetry().is_empty());
 
-    let inside = host(&sites::with("s", || a.matmul(b)));
+    let inside = host(&sites::with("s", || a.clone().matmul(b.clone())));
+    // The in-place fast path must not write through to tensors that share the buffer.
+    assert_bits_eq("a after", &va, &host(&a));
+    assert_bits_eq("b after", &vb, &host(&b));
     let expected = matmul(&trunc_e8m3(&va), &trunc_e8m3(&vb), 3, 4, 3);
     assert_bits_eq("inside", &expected, &inside);
     let keys: Vec<_> = ctx.lock().unwrap().telemetry().keys().cloned().collect();
@@ -490,6 +493,19 @@ fn e8m3_bit_reduction_quantizes_every_gemm_operand() {
         ["fc1/x", "fc1/w", "fc1/dy", "fc2/x", "fc2/w", "fc2/dy"]
     );
     assert_eq!(tel[&("fc1".to_string(), Role::Dy)].count, (N * H) as u64);
+}
+
+#[test]
+fn flex_backend_quantizes_through_host_memory() {
+    // Flex has no fast path: this exercises the generic `quantize_via_host`.
+    let net = Net::new(31);
+    let ctx = context(e8m3_recipe());
+    let _active = activate(ctx.clone());
+    let got = run::<Precision<Autodiff<Flex>>>(&net, true);
+    let q = |v: &[f32]| trunc_e8m3(v);
+    let want = reference(&net, true, &q, &q, &q, &mut Vec::new());
+    assert_run_eq(&want, &got);
+    assert_eq!(ctx.lock().unwrap().telemetry().len(), 6);
 }
 
 #[test]

@@ -67,8 +67,27 @@ where
     NdArrayTensor: From<SharedArray<E>>,
     NdArrayTensor: From<SharedArray<I>>,
 {
+    /// Fast path for the common case, a C-contiguous `f32` array: quantize it in place (the
+    /// array is copied first only if it is shared), no round trip through `TensorData`.
     fn quantize_forward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self> {
-        quantize_via_host::<Self>(t, site, role)
+        if active_spec(site, role).is_none() {
+            return t;
+        }
+        match t {
+            NdArrayTensor::F32(storage) => {
+                let mut array = storage.into_shared();
+                if !array.is_standard_layout() {
+                    return quantize_via_host::<Self>(NdArrayTensor::from(array), site, role);
+                }
+                let shape = array.shape().to_vec();
+                let data = array
+                    .as_slice_mut()
+                    .expect("a standard-layout array is a slice");
+                quantize_host(site, role, data, &shape);
+                NdArrayTensor::from(array)
+            }
+            other => quantize_via_host::<Self>(other, site, role),
+        }
     }
 
     fn quantize_backward(t: FloatTensor<Self>, _site: &Arc<str>, _role: Role) -> FloatTensor<Self> {
