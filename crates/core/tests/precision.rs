@@ -509,6 +509,22 @@ fn flex_backend_quantizes_through_host_memory() {
 }
 
 #[test]
+fn balanced_checkpointing_gives_the_same_gradients() {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    let net = Net::new(32);
+    let ctx = context(e8m3_recipe());
+    let _active = activate(ctx.clone());
+    let got = run::<Precision<Autodiff<Inner, BalancedCheckpointing>>>(&net, true);
+    let q = |v: &[f32]| trunc_e8m3(v);
+    let want = reference(&net, true, &q, &q, &q, &mut Vec::new());
+    assert_run_eq(&want, &got);
+    // Each tensor was cast once: no recomputation re-ran a quantizer.
+    let tel = ctx.lock().unwrap().telemetry().clone();
+    assert_eq!(tel[&("fc1".to_string(), Role::X)].count, (N * K) as u64);
+    assert_eq!(tel[&("fc2".to_string(), Role::X)].count, (N * H) as u64);
+}
+
+#[test]
 fn inference_backend_quantizes_the_forward_pass_only() {
     // `model.valid()` of a `Precision<Autodiff<B>>` model lives on `Precision<B>`.
     let model = Mlp::<Decorated>::new(11).valid();
