@@ -21,6 +21,21 @@
 //! a role the recipe keeps in f32 inserts nothing at all, so an all-f32 recipe is bit-identical
 //! to the undecorated backend.
 //!
+//! # Use
+//!
+//! ```ignore
+//! type Train = Precision<Autodiff<NdArray>>;
+//! let ctx = PrecisionContext::new(recipe).shared();
+//! let _active = fp8_core::context::activate(ctx.clone());
+//! for batch in data {
+//!     let loss = model.forward(batch);          // GEMMs inside `sites::scope(..)` are quantized
+//!     let grads = loss.backward();              // dy quantized on the way back
+//!     model = optim.step(lr, model, GradientsParams::from_grads(grads, &model));
+//!     let telemetry = ctx.lock().unwrap().end_step();
+//! }
+//! let eval_model = model.valid();               // Precision<NdArray>: forward quantization only
+//! ```
+//!
 //! # Why outside `Autodiff`
 //!
 //! Training uses `Precision<Autodiff<NdArray>>`, not `Autodiff<Precision<NdArray>>`:

@@ -6,6 +6,11 @@
 //! (`crate::context::active_spec`) and records its `Stats` through the context, and nothing
 //! else changes. The CPU backends here copy to host `f32` and call
 //! [`crate::context::quantize_host`].
+//!
+//! Because `QuantizeBackend` is defined here, the orphan rule puts its impls for foreign backends
+//! in this crate too: a GPU backend is added behind a cargo feature (e.g. `cuda`, implementing it
+//! for `burn_cuda::Cuda`), and [`quantize_via_host`] is a correct, slow first version for any
+//! backend. Its `Autodiff<B>` impl below is generic and needs no change.
 
 use crate::context::{active_spec, quantize_host};
 use crate::Role;
