@@ -11,11 +11,14 @@ pub type CpuTrain = Precision<Autodiff<Cpu>>;
 
 /// A parsed `--device`.
 pub enum Device {
-    Cpu(<Cpu as burn::tensor::backend::Backend>::Device),
+    Cpu(<Cpu as burn::tensor::backend::BackendTypes>::Device),
 }
 
 /// Parse `--device` and run `f` with it.
-pub fn with_device<R>(spec: &str, f: impl FnOnce(Device) -> anyhow::Result<R>) -> anyhow::Result<R> {
+pub fn with_device<R>(
+    spec: &str,
+    f: impl FnOnce(Device) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
     match spec {
         "cpu" => f(Device::Cpu(Default::default())),
         s if s.starts_with("cuda") => anyhow::bail!(

@@ -26,17 +26,26 @@ pub fn read(path: &Path) -> Result<Array> {
 
 /// Parse the bytes of a float32 `.npy` file.
 pub fn parse(bytes: &[u8]) -> Result<Array> {
-    ensure!(bytes.len() >= 10 && &bytes[..6] == MAGIC, "missing the \\x93NUMPY magic bytes");
+    ensure!(
+        bytes.len() >= 10 && &bytes[..6] == MAGIC,
+        "missing the \\x93NUMPY magic bytes"
+    );
     let major = bytes[6];
-    let (hlen, start) = match major {
+    let (hlen, start): (usize, usize) = match major {
         1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
         2 | 3 => {
             ensure!(bytes.len() >= 12, "truncated header");
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail!("unsupported .npy format version {v}.{}", bytes[7]),
     };
-    let end = start.checked_add(hlen).filter(|&e| e <= bytes.len()).context("truncated header")?;
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .context("truncated header")?;
     let header = std::str::from_utf8(&bytes[start..end]).context("header is not text")?;
     let descr = dict_value(header, "descr")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
@@ -57,8 +66,15 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
         .context("shape is too large")?;
     let body = &bytes[end..];
     let need = n.checked_mul(4).context("shape is too large")?;
-    ensure!(body.len() == need, "shape {shape:?} needs {need} data bytes but the file has {}", body.len());
-    let data = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    ensure!(
+        body.len() == need,
+        "shape {shape:?} needs {need} data bytes but the file has {}",
+        body.len()
+    );
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok(Array { shape, data })
 }
 
@@ -66,9 +82,15 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
 fn dict_value<'a>(header: &'a str, key: &str) -> Result<&'a str> {
     let pat_s = format!("'{key}'");
     let pat_d = format!("\"{key}\"");
-    let at = header.find(&pat_s).or_else(|| header.find(&pat_d)).with_context(|| format!("header has no `{key}`"))?;
+    let at = header
+        .find(&pat_s)
+        .or_else(|| header.find(&pat_d))
+        .with_context(|| format!("header has no `{key}`"))?;
     let rest = header[at + key.len() + 2..].trim_start();
-    let rest = rest.strip_prefix(':').with_context(|| format!("malformed `{key}` entry"))?.trim_start();
+    let rest = rest
+        .strip_prefix(':')
+        .with_context(|| format!("malformed `{key}` entry"))?
+        .trim_start();
     let mut depth = 0i32;
     for (i, c) in rest.char_indices() {
         match c {
@@ -90,7 +112,11 @@ fn parse_shape(s: &str) -> Result<Vec<usize>> {
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| p.trim_end_matches('L').parse::<usize>().with_context(|| format!("bad shape `{s}`")))
+        .map(|p| {
+            p.trim_end_matches('L')
+                .parse::<usize>()
+                .with_context(|| format!("bad shape `{s}`"))
+        })
         .collect()
 }
 
@@ -99,7 +125,14 @@ pub fn to_bytes(a: &Array) -> Vec<u8> {
     let shape = match a.shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", a.shape[0]),
-        _ => format!("({})", a.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            a.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
     let total = 10 + header.len() + 1;
@@ -118,8 +151,10 @@ pub fn to_bytes(a: &Array) -> Vec<u8> {
 
 /// Write a float32 `.npy` file.
 pub fn write(path: &Path, a: &Array) -> Result<()> {
-    let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(&to_bytes(a)).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(&to_bytes(a))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -131,7 +166,10 @@ mod tests {
     fn round_trip_shapes() {
         for shape in [vec![], vec![3], vec![2, 3], vec![2, 1, 2]] {
             let n: usize = shape.iter().product();
-            let a = Array { shape: shape.clone(), data: (0..n).map(|i| i as f32 * 0.5 - 1.0).collect() };
+            let a = Array {
+                shape: shape.clone(),
+                data: (0..n).map(|i| i as f32 * 0.5 - 1.0).collect(),
+            };
             let b = to_bytes(&a);
             assert_eq!((b.len() - a.data.len() * 4) % 64, 0);
             assert_eq!(parse(&b).unwrap(), a);
@@ -141,7 +179,10 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert!(parse(b"hello").is_err());
-        let mut b = to_bytes(&Array { shape: vec![2], data: vec![1.0, 2.0] });
+        let mut b = to_bytes(&Array {
+            shape: vec![2],
+            data: vec![1.0, 2.0],
+        });
         b.truncate(b.len() - 1);
         assert!(parse(&b).is_err());
         let f8 = b"\x93NUMPY\x01\x00\x46\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }          \n";

@@ -42,11 +42,22 @@ impl SweepFile {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read sweep file {}", path.display()))?;
-        let s: SweepFile = fp8_core::recipe::ron_options().from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code)
-        })?;
+        let s: SweepFile = fp8_core::recipe::ron_options()
+            .from_str(&text)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}:{}: {}",
+                    path.display(),
+                    e.position.line,
+                    e.position.col,
+                    e.code
+                )
+            })?;
         if s.recipes.is_empty() || s.learning_rates.is_empty() || s.seeds.is_empty() {
-            bail!("{}: `recipes`, `learning_rates` and `seeds` must each name at least one value", path.display());
+            bail!(
+                "{}: `recipes`, `learning_rates` and `seeds` must each name at least one value",
+                path.display()
+            );
         }
         // Recipe paths are relative to the working directory, like `fp8 train --recipe`.
         for r in &s.recipes {
@@ -56,15 +67,25 @@ impl SweepFile {
     }
 
     pub fn baseline_name(&self) -> String {
-        self.baseline.clone().unwrap_or_else(|| stem(&self.recipes[0]))
+        self.baseline
+            .clone()
+            .unwrap_or_else(|| stem(&self.recipes[0]))
     }
 
     /// Every grid point's training configuration, in a fixed order, with its run directory under
     /// `out`.
     pub fn grid(&self, out: &Path) -> Vec<TrainConfig> {
         let base = self.train.clone().unwrap_or_default();
-        let models = if self.models.is_empty() { vec![base.model.clone()] } else { self.models.clone() };
-        let datas = if self.data.is_empty() { vec![base.data.clone()] } else { self.data.clone() };
+        let models = if self.models.is_empty() {
+            vec![base.model.clone()]
+        } else {
+            self.models.clone()
+        };
+        let datas = if self.data.is_empty() {
+            vec![base.data.clone()]
+        } else {
+            self.data.clone()
+        };
         let mut grid = Vec::new();
         for model in &models {
             for data in &datas {
@@ -79,7 +100,8 @@ impl SweepFile {
                             c.seed = seed;
                             c.steps = self.steps;
                             c.min_lr = base.min_lr.min(lr);
-                            let mut name = format!("{}-{}-lr{lr}-s{seed}", stem(recipe), safe(model));
+                            let mut name =
+                                format!("{}-{}-lr{lr}-s{seed}", stem(recipe), safe(model));
                             if datas.len() > 1 {
                                 name.push_str(&format!("-d{}", safe(data)));
                             }
@@ -95,11 +117,20 @@ impl SweepFile {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
+    p.file_stem()
+        .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
 }
 
 fn safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `i/n`: this worker's share of the grid.
@@ -114,7 +145,10 @@ impl std::str::FromStr for Shard {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("--shard `{s}`: expected i/n with 0 ≤ i < n, e.g. 0/4");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -127,7 +161,11 @@ impl Shard {
         Shard { index: 0, count: 1 }
     }
     pub fn take<T: Clone>(&self, grid: &[T]) -> Vec<T> {
-        grid.iter().enumerate().filter(|(i, _)| i % self.count == self.index).map(|(_, c)| c.clone()).collect()
+        grid.iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count == self.index)
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 }
 
@@ -158,7 +196,11 @@ pub fn finished(config: &TrainConfig) -> anyhow::Result<Option<FinishedRun>> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    Ok(Some(FinishedRun { config: config.clone(), summary, curves }))
+    Ok(Some(FinishedRun {
+        config: config.clone(),
+        summary,
+        curves,
+    }))
 }
 
 /// One results.jsonl line; the gap is measured against `baseline` when given.
@@ -172,12 +214,17 @@ pub fn result_line(run: &FinishedRun, baseline: Option<&FinishedRun>, out: &Path
         model: run.config.model.clone(),
         lr: run.config.lr,
         seed: run.config.seed,
-        outcome: if diverged { ResultOutcome::Diverged } else { ResultOutcome::Converged },
+        outcome: if diverged {
+            ResultOutcome::Diverged
+        } else {
+            ResultOutcome::Converged
+        },
         diverged_step: s.get("step").and_then(|v| v.as_u64()).filter(|_| diverged),
         final_loss: f("final_train_loss").unwrap_or(f64::NAN),
         best_loss: f("best_train_loss").unwrap_or(f64::NAN),
         spike_count: s.get("spike_count").and_then(|v| v.as_u64()).unwrap_or(0),
-        loss_gap: baseline.and_then(|b| fp8_stats::loss_gap::loss_gap(&run.curves.losses, &b.curves.losses, 0.9)),
+        loss_gap: baseline
+            .and_then(|b| fp8_stats::loss_gap::loss_gap(&run.curves.losses, &b.curves.losses, 0.9)),
         max_sharpness: f("max_sharpness"),
         steps: s.get("steps").and_then(|v| v.as_u64()).unwrap_or(0),
         run_dir: dir.strip_prefix(out).unwrap_or(&dir).display().to_string(),
@@ -185,7 +232,11 @@ pub fn result_line(run: &FinishedRun, baseline: Option<&FinishedRun>, out: &Path
 }
 
 /// The finished baseline run matching `c` (same model, data, learning rate and seed).
-fn baseline_of<'a>(c: &TrainConfig, name: &str, runs: &'a [FinishedRun]) -> Option<&'a FinishedRun> {
+fn baseline_of<'a>(
+    c: &TrainConfig,
+    name: &str,
+    runs: &'a [FinishedRun],
+) -> Option<&'a FinishedRun> {
     runs.iter().find(|b| {
         b.config.recipe_name() == name
             && b.config.model == c.model
@@ -217,12 +268,21 @@ pub fn write_results(sweep: &SweepFile, out: &Path) -> anyhow::Result<usize> {
 }
 
 /// Run this shard of the sweep with `jobs` worker processes of `exe train`.
-pub fn run_sweep(sweep: &SweepFile, out: &Path, shard: Shard, jobs: usize, exe: &Path) -> anyhow::Result<SweepReport> {
+pub fn run_sweep(
+    sweep: &SweepFile,
+    out: &Path,
+    shard: Shard,
+    jobs: usize,
+    exe: &Path,
+) -> anyhow::Result<SweepReport> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let grid = sweep.grid(out);
     let mine = shard.take(&grid);
     let mut todo = Vec::new();
-    let mut report = SweepReport { total: mine.len(), ..Default::default() };
+    let mut report = SweepReport {
+        total: mine.len(),
+        ..Default::default()
+    };
     for c in mine {
         if finished(&c)?.is_some() {
             report.skipped += 1;
@@ -255,11 +315,22 @@ pub fn run_sweep(sweep: &SweepFile, out: &Path, shard: Shard, jobs: usize, exe: 
             if let Some(status) = running[i].1.try_wait()? {
                 let (c, _) = running.swap_remove(i);
                 done += 1;
-                let name = c.resolved_run_dir().file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let name = c
+                    .resolved_run_dir()
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 match finished(&c)? {
                     Some(run) => {
                         let mut others = Vec::new();
-                        if let Some(b) = sweep.grid(out).into_iter().find(|b| b.recipe_name() == baseline && b.model == c.model && b.data == c.data && b.lr == c.lr && b.seed == c.seed) {
+                        if let Some(b) = sweep.grid(out).into_iter().find(|b| {
+                            b.recipe_name() == baseline
+                                && b.model == c.model
+                                && b.data == c.data
+                                && b.lr == c.lr
+                                && b.seed == c.seed
+                        }) {
                             if let Some(b) = finished(&b)? {
                                 others.push(b);
                             }
@@ -268,12 +339,22 @@ pub fn run_sweep(sweep: &SweepFile, out: &Path, shard: Shard, jobs: usize, exe: 
                         if let Some(w) = fp8_stats::results::append_result(&results_path, &line)? {
                             eprintln!("warning: {w}");
                         }
-                        let outcome = if line.outcome == ResultOutcome::Diverged { "diverged" } else { "converged" };
-                        eprintln!("[{done}/{total_todo}] {name}: {outcome}, final loss {:.4}", line.final_loss);
+                        let outcome = if line.outcome == ResultOutcome::Diverged {
+                            "diverged"
+                        } else {
+                            "converged"
+                        };
+                        eprintln!(
+                            "[{done}/{total_todo}] {name}: {outcome}, final loss {:.4}",
+                            line.final_loss
+                        );
                         report.finished += 1;
                     }
                     None => {
-                        eprintln!("[{done}/{total_todo}] {name}: FAILED ({status}); see {}/train.log", c.resolved_run_dir().display());
+                        eprintln!(
+                            "[{done}/{total_todo}] {name}: FAILED ({status}); see {}/train.log",
+                            c.resolved_run_dir().display()
+                        );
                         report.failed.push(name);
                     }
                 }
@@ -299,7 +380,10 @@ fn spawn(c: &TrainConfig, exe: &Path) -> anyhow::Result<std::process::Child> {
     let dir = c.resolved_run_dir();
     std::fs::create_dir_all(&dir)?;
     let cfg_path = dir.join("sweep-config.ron");
-    std::fs::write(&cfg_path, ron::ser::to_string_pretty(c, Default::default())?)?;
+    std::fs::write(
+        &cfg_path,
+        ron::ser::to_string_pretty(c, Default::default())?,
+    )?;
     let log = std::fs::File::create(dir.join("train.log"))?;
     Command::new(exe)
         .arg("train")
@@ -344,7 +428,10 @@ mod tests {
             all.sort();
             assert_eq!(seen, all, "n = {n}");
         }
-        assert_eq!("1/4".parse::<Shard>().unwrap(), Shard { index: 1, count: 4 });
+        assert_eq!(
+            "1/4".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 4 }
+        );
         assert!("4/4".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());
     }

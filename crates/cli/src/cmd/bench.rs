@@ -69,7 +69,10 @@ fn time(min_s: f64, mut f: impl FnMut()) -> f64 {
 fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.elements > 0, "--elements must be positive");
     anyhow::ensure!(a.threads > 0, "--threads must be positive");
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads).build().context("building the thread pool")?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads)
+        .build()
+        .context("building the thread pool")?;
     // Deterministic pseudo-normal data spread over the format's range (a few values overflow).
     let spread = a.format.max() / 8.0;
     let src: Vec<f32> = (0..a.elements as u64)
@@ -82,13 +85,20 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut dst = vec![0f32; a.elements];
     let mut work = src.clone();
-    let cast_spec = CastSpec::new(a.format).with_rounding(a.rounding).with_seed(1);
-    let qspec = QuantSpec { cast: cast_spec, scaling: a.scaling };
+    let cast_spec = CastSpec::new(a.format)
+        .with_rounding(a.rounding)
+        .with_seed(1);
+    let qspec = QuantSpec {
+        cast: cast_spec,
+        scaling: a.scaling,
+    };
     let shape = [a.elements];
     let (copy_s, quant_s, cast_s) = pool.install(|| {
         let copy_s = time(a.seconds, || {
             if a.threads > 1 {
-                dst.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+                dst.par_chunks_mut(1 << 16)
+                    .zip(src.par_chunks(1 << 16))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
             } else {
                 dst.copy_from_slice(&src);
             }

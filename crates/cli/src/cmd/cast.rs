@@ -4,7 +4,9 @@
 
 use crate::npy;
 use anyhow::{bail, Context};
-use fp8_formats::{quantize, BlockAxis, CastSpec, Format, MxRule, QuantSpec, Rounding, Scaling, TensorScale};
+use fp8_formats::{
+    quantize, BlockAxis, CastSpec, Format, MxRule, QuantSpec, Rounding, Scaling, TensorScale,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,11 +43,13 @@ pub struct Args {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse().map_err(|e: fp8_formats::FormatError| e.to_string())
+    s.parse()
+        .map_err(|e: fp8_formats::FormatError| e.to_string())
 }
 
 fn parse_rounding(s: &str) -> Result<Rounding, String> {
-    s.parse().map_err(|e: fp8_formats::FormatError| e.to_string())
+    s.parse()
+        .map_err(|e: fp8_formats::FormatError| e.to_string())
 }
 
 /// Parse the `--scaling` mini-language (see [`Args::scaling`]).
@@ -55,11 +59,22 @@ pub fn parse_scaling(s: &str) -> Result<Scaling, String> {
     let head = parts.next().unwrap_or("");
     let opts: Vec<&str> = parts.collect();
     let pow2 = opts.contains(&"pow2");
-    let axis = if opts.contains(&"rows") { BlockAxis::Rows } else { BlockAxis::Cols };
-    if let Some(o) = opts.iter().find(|o| !matches!(**o, "pow2" | "rows" | "cols")) {
-        return Err(format!("unknown scaling option `{o}` in `{s}`; options: pow2, rows, cols"));
+    let axis = if opts.contains(&"rows") {
+        BlockAxis::Rows
+    } else {
+        BlockAxis::Cols
+    };
+    if let Some(o) = opts
+        .iter()
+        .find(|o| !matches!(**o, "pow2" | "rows" | "cols"))
+    {
+        return Err(format!(
+            "unknown scaling option `{o}` in `{s}`; options: pow2, rows, cols"
+        ));
     }
-    let (kind, arg) = head.split_once(':').map_or((head, None), |(k, a)| (k, Some(a)));
+    let (kind, arg) = head
+        .split_once(':')
+        .map_or((head, None), |(k, a)| (k, Some(a)));
     let bad = || {
         format!(
             "unknown scaling `{s}`; valid: none, tensor, row, col, block:RxC, mx, mx:rceil, mx:ceil, \
@@ -78,7 +93,11 @@ pub fn parse_scaling(s: &str) -> Result<Scaling, String> {
             if r == 0 || c == 0 {
                 return Err(format!("block size must be positive in `{s}`"));
             }
-            Scaling::Block { rows: r, cols: c, pow2 }
+            Scaling::Block {
+                rows: r,
+                cols: c,
+                pow2,
+            }
         }
         ("mx", rule) => {
             let rule = match rule {
@@ -88,7 +107,11 @@ pub fn parse_scaling(s: &str) -> Result<Scaling, String> {
                 Some("even") => MxRule::Even,
                 _ => return Err(bad()),
             };
-            Scaling::Mx { block: 32, rule, axis }
+            Scaling::Mx {
+                block: 32,
+                rule,
+                axis,
+            }
         }
         ("nvfp4", None) => Scaling::Nvfp4 { axis },
         _ => return Err(bad()),
@@ -98,15 +121,25 @@ pub fn parse_scaling(s: &str) -> Result<Scaling, String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut a = npy::read(&args.input)?;
     if matches!(args.scaling, Scaling::Nvfp4 { .. }) && args.format != Format::FLOAT4_E2M1FN {
-        bail!("nvfp4 scaling needs --format float4_e2m1fn (got {})", args.format);
+        bail!(
+            "nvfp4 scaling needs --format float4_e2m1fn (got {})",
+            args.format
+        );
     }
     let cast = CastSpec::new(args.format)
         .with_rounding(args.rounding)
         .with_seed(args.seed)
         .with_saturate(args.saturate)
         .with_subnormals(!args.no_subnormals);
-    let spec = QuantSpec { cast, scaling: args.scaling };
-    let shape = if a.shape.is_empty() { vec![1] } else { a.shape.clone() };
+    let spec = QuantSpec {
+        cast,
+        scaling: args.scaling,
+    };
+    let shape = if a.shape.is_empty() {
+        vec![1]
+    } else {
+        a.shape.clone()
+    };
     let stats = quantize(&mut a.data, &shape, &spec);
     npy::write(&args.output, &a).with_context(|| "writing the output")?;
     if args.stats {

@@ -1,9 +1,9 @@
 //! One module per subcommand; each has `Args` (clap) and `run`.
 
-pub mod recipes;
-pub mod train;
-pub mod sweep;
-pub mod formats;
-pub mod cast;
 pub mod bench;
+pub mod cast;
+pub mod formats;
 pub mod model;
+pub mod recipes;
+pub mod sweep;
+pub mod train;

@@ -37,5 +37,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.failed.len(),
         out.join("results.jsonl").display()
     );
-    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -82,8 +82,27 @@ impl Args {
         macro_rules! set {
             ($($f:ident),*) => { $(if let Some(v) = &self.$f { c.$f = v.clone(); })* };
         }
-        set!(recipe, model, data, steps, batch, seq, lr, warmup, min_lr, weight_decay, clip);
-        set!(grad_accum, seed, eval_every, log_every, checkpoint_every, device);
+        set!(
+            recipe,
+            model,
+            data,
+            steps,
+            batch,
+            seq,
+            lr,
+            warmup,
+            min_lr,
+            weight_decay,
+            clip
+        );
+        set!(
+            grad_accum,
+            seed,
+            eval_every,
+            log_every,
+            checkpoint_every,
+            device
+        );
         if let Some(d) = &self.run_dir {
             c.run_dir = Some(d.clone());
         }

@@ -70,7 +70,11 @@ fn prune(root: &Path, keep: usize) -> anyhow::Result<()> {
     let mut done = Vec::new();
     for entry in fs::read_dir(root)? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("step-") {
             if name.ends_with(".tmp") {
                 fs::remove_dir_all(&path)?;
@@ -110,8 +114,14 @@ mod tests {
     fn save_is_atomic_and_prunes() {
         let run = tempfile::tempdir().unwrap();
         for step in [10, 20, 30] {
-            let st = LoopState { step, ..Default::default() };
-            save(run.path(), &st, 2, |d| Ok(fs::write(d.join("model.bin"), [step as u8])?)).unwrap();
+            let st = LoopState {
+                step,
+                ..Default::default()
+            };
+            save(run.path(), &st, 2, |d| {
+                Ok(fs::write(d.join("model.bin"), [step as u8])?)
+            })
+            .unwrap();
         }
         let (path, st) = latest(run.path()).unwrap().unwrap();
         assert_eq!(st.step, 30);
@@ -124,7 +134,10 @@ mod tests {
         assert_eq!(names, ["latest", "step-00000020", "step-00000030"]);
 
         // A writer that dies half-way leaves the previous checkpoint as the latest.
-        let st = LoopState { step: 40, ..Default::default() };
+        let st = LoopState {
+            step: 40,
+            ..Default::default()
+        };
         let r = save(run.path(), &st, 2, |d| {
             fs::write(d.join("model.bin"), [40])?;
             anyhow::bail!("killed")

@@ -96,15 +96,17 @@ impl TrainConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        fp8_core::recipe::ron_options().from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}:{}: {}",
-                path.display(),
-                e.position.line,
-                e.position.col,
-                e.code
-            )
-        })
+        fp8_core::recipe::ron_options()
+            .from_str(&text)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}:{}: {}",
+                    path.display(),
+                    e.position.line,
+                    e.position.col,
+                    e.code
+                )
+            })
     }
 
     /// The recipe's short name (file stem), used in run names and results.
@@ -196,7 +198,11 @@ mod tests {
         let c = TrainConfig::default();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("run.ron");
-        std::fs::write(&p, ron::ser::to_string_pretty(&c, Default::default()).unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            ron::ser::to_string_pretty(&c, Default::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(TrainConfig::from_file(&p).unwrap(), c);
         std::fs::write(&p, "(steps: 10,\n lr: \"fast\")").unwrap();
         let e = TrainConfig::from_file(&p).unwrap_err().to_string();

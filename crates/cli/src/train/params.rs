@@ -37,7 +37,10 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ScaleGrads<'_> {
 }
 
 /// The L2 norm of all gradients together.
-pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> f64 {
+pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> f64 {
     let mut v = SumSquares { grads, total: 0.0 };
     model.visit(&mut v);
     v.total.sqrt()

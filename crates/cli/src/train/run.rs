@@ -68,7 +68,9 @@ where
     cfg.validate()?;
     let run_dir = cfg.resolved_run_dir();
     let recipe = fp8_core::recipe::from_file(&cfg.recipe)?;
-    let model_cfg = ModelConfig::from_preset_or_file(&cfg.model)?;
+    let mut model_cfg = ModelConfig::from_preset_or_file(&cfg.model)?;
+    // The run's seed draws the initial weights too, so a seed sweep varies initialization.
+    model_cfg.seed = cfg.seed;
     let data = DataSpec::parse(&cfg.data)?.load()?;
     check_fit(cfg, &model_cfg, &data)?;
 
@@ -98,13 +100,17 @@ where
         match checkpoint::latest(&run_dir)? {
             Some((path, saved)) => {
                 let rec = Recorded::new();
-                model = model.load_record(rec.load(path.join("model"), device).with_context(|| {
-                    format!("loading model from {}", path.display())
-                })?);
-                optim = optim.load_record(rec.load(path.join("optim"), device).with_context(|| {
-                    format!("loading optimizer from {}", path.display())
-                })?);
-                lock(&ctx).recipe_mut().restore(saved.recipe_state.clone())?;
+                model = model.load_record(
+                    rec.load(path.join("model"), device)
+                        .with_context(|| format!("loading model from {}", path.display()))?,
+                );
+                optim = optim.load_record(
+                    rec.load(path.join("optim"), device)
+                        .with_context(|| format!("loading optimizer from {}", path.display()))?,
+                );
+                lock(&ctx)
+                    .recipe_mut()
+                    .restore(saved.recipe_state.clone())?;
                 eprintln!("resuming {} at step {}", run_dir.display(), saved.step);
                 state = saved;
             }
@@ -117,7 +123,10 @@ where
     if let Some(h) = data.entropy_floor {
         tb.add_scalar("val/entropy_floor", h as f32, state.step as i64)?;
         if state.step == 0 {
-            eprintln!("data: {} (entropy floor {h:.4} nats/token)", data.description);
+            eprintln!(
+                "data: {} (entropy floor {h:.4} nats/token)",
+                data.description
+            );
         }
     }
 
@@ -144,8 +153,12 @@ where
         let mut accumulator = GradientsAccumulator::<Model<B>>::new();
         let mut loss_value = 0.0;
         for micro in 0..cfg.grad_accum {
-            let (inputs, targets) = batcher.train_batch(&data.train, cfg.batch, cfg.seq, step, micro);
-            let loss = model.loss(int_tensor(&inputs, cfg, device), int_tensor(&targets, cfg, device));
+            let (inputs, targets) =
+                batcher.batch(&data.train, cfg.batch, cfg.seq, step, micro as u64)?;
+            let loss = model.loss(
+                int_tensor(&inputs, cfg, device),
+                int_tensor(&targets, cfg, device),
+            );
             let loss = loss.div_scalar(cfg.grad_accum as f64);
             loss_value += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -156,13 +169,19 @@ where
 
         if let Some(d) = monitor.observe(step, loss_value) {
             let reason = if loss_value.is_finite() {
-                format!("loss {loss_value:.4} above {}× the initial loss", cfg.divergence_threshold)
+                format!(
+                    "loss {loss_value:.4} above {}× the initial loss",
+                    cfg.divergence_threshold
+                )
             } else {
                 format!("non-finite loss ({loss_value})")
             };
             state.losses.push((step, loss_value));
             tb.add_scalar("train/loss", loss_value as f32, step as i64)?;
-            outcome = Outcome::Diverged { step: d.step, reason };
+            outcome = Outcome::Diverged {
+                step: d.step,
+                reason,
+            };
             break;
         }
 
@@ -187,7 +206,11 @@ where
             tb.add_scalar("train/loss", loss_value as f32, s)?;
             tb.add_scalar("train/lr", lr as f32, s)?;
             tb.add_scalar("train/grad_norm", grad_norm as f32, s)?;
-            tb.add_scalar("train/tokens_per_s", (tokens_per_step as f64 / step_seconds) as f32, s)?;
+            tb.add_scalar(
+                "train/tokens_per_s",
+                (tokens_per_step as f64 / step_seconds) as f32,
+                s,
+            )?;
             for ((site, role), st) in &telemetry {
                 let tag = |stat: &str| format!("precision/{site}/{role}/{stat}");
                 tb.add_scalar(&tag("amax"), st.amax, s)?;
@@ -198,19 +221,28 @@ where
             }
             tb.flush()?;
         }
-        progress.step(state.step, loss_value, tokens_per_step as f64 / step_seconds);
+        progress.step(
+            state.step,
+            loss_value,
+            tokens_per_step as f64 / step_seconds,
+        );
 
-        let eval_now = (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || state.step == cfg.steps;
+        let eval_now =
+            (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || state.step == cfg.steps;
         if eval_now {
-            let (val, sharp) = evaluate(&model, &data, &batcher, cfg, device, &ctx);
+            let (val, sharp) = evaluate(&model, &data, &batcher, cfg, device, &ctx)?;
             state.val_losses.push((step, val));
             state.sharpness.push((step, sharp));
             tb.add_scalar("val/loss", val as f32, step as i64)?;
             tb.add_scalar("stability/sharpness", sharp as f32, step as i64)?;
-            progress.note(&format!("step {}: val loss {val:.4}, sharpness {sharp:.4}", state.step));
+            progress.note(&format!(
+                "step {}: val loss {val:.4}, sharpness {sharp:.4}",
+                state.step
+            ));
         }
 
-        let ckpt_now = (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || state.step == cfg.steps;
+        let ckpt_now = (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)
+            || state.step == cfg.steps;
         if ckpt_now {
             state.train_seconds = seconds_before + segment_start.elapsed().as_secs_f64();
             state.recipe_state = lock(&ctx).recipe().state();
@@ -222,7 +254,10 @@ where
 
     state.train_seconds = seconds_before + segment_start.elapsed().as_secs_f64();
     let summary = summarize(cfg, &state, outcome, data.entropy_floor);
-    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::write(
+        run_dir.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
     let curves = crate::sweep::Curves {
         losses: state.losses.clone(),
         val_losses: state.val_losses.clone(),
@@ -236,14 +271,23 @@ fn lock(ctx: &Mutex<PrecisionContext>) -> std::sync::MutexGuard<'_, PrecisionCon
     ctx.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn int_tensor<B: Backend>(tokens: &[u32], cfg: &TrainConfig, device: &B::Device) -> Tensor<B, 2, Int> {
+fn int_tensor<B: Backend>(
+    tokens: &[u32],
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-    Tensor::<B, 1, Int>::from_ints(data.as_slice(), device).reshape([tokens.len() / cfg.seq, cfg.seq])
+    Tensor::<B, 1, Int>::from_ints(data.as_slice(), device)
+        .reshape([tokens.len() / cfg.seq, cfg.seq])
 }
 
 fn check_fit(cfg: &TrainConfig, model: &ModelConfig, data: &TokenDataset) -> anyhow::Result<()> {
     if cfg.seq > model.context {
-        bail!("--seq {} exceeds the model's context of {} tokens", cfg.seq, model.context);
+        bail!(
+            "--seq {} exceeds the model's context of {} tokens",
+            cfg.seq,
+            model.context
+        );
     }
     if data.vocab_size > model.vocab_size {
         bail!(
@@ -254,7 +298,11 @@ fn check_fit(cfg: &TrainConfig, model: &ModelConfig, data: &TokenDataset) -> any
     }
     for (name, split) in [("train", &data.train), ("validation", &data.val)] {
         if split.len() <= cfg.seq + 1 {
-            bail!("the {name} split has {} tokens, too few for --seq {}", split.len(), cfg.seq);
+            bail!(
+                "the {name} split has {} tokens, too few for --seq {}",
+                split.len(),
+                cfg.seq
+            );
         }
     }
     Ok(())
@@ -269,30 +317,33 @@ fn evaluate<B: AutodiffBackend>(
     cfg: &TrainConfig,
     device: &B::Device,
     ctx: &Mutex<PrecisionContext>,
-) -> (f64, f64) {
+) -> anyhow::Result<(f64, f64)> {
     lock(ctx).set_recording(false);
     let valid = model.valid();
-    let device_inner: <B::InnerBackend as Backend>::Device = device.clone();
     let (mut loss, mut sharp) = (0.0, 0.0);
     for i in 0..cfg.eval_batches {
-        let (inputs, targets) = batcher.val_batch(&data.val, cfg.batch, cfg.seq, i);
-        let tokens = int_tensor::<B::InnerBackend>(&inputs, cfg, &device_inner);
+        let (inputs, targets) = batcher.val_batch(&data.val, cfg.batch, cfg.seq, i as u64)?;
+        let tokens = int_tensor::<B::InnerBackend>(&inputs, cfg, device);
         let logits = valid.forward(tokens);
         let [b, t, v] = logits.dims();
-        let tgt = int_tensor::<B::InnerBackend>(&targets, cfg, &device_inner);
-        loss += fp8_models::cross_entropy(logits.clone(), tgt).into_scalar().elem::<f64>();
+        let tgt = int_tensor::<B::InnerBackend>(&targets, cfg, device);
+        loss += fp8_models::cross_entropy(logits.clone(), tgt)
+            .into_scalar()
+            .elem::<f64>();
         let last: Vec<f32> = logits
             .slice([0..b, t - 1..t, 0..v])
             .into_data()
             .convert::<f32>()
             .into_vec()
             .unwrap_or_default();
-        let last_targets: Vec<usize> = (0..b).map(|i| targets[i * cfg.seq + t - 1] as usize).collect();
+        let last_targets: Vec<usize> = (0..b)
+            .map(|i| targets[i * cfg.seq + t - 1] as usize)
+            .collect();
         sharp += fp8_stats::sharpness::mean_sharpness(&last, &last_targets, cfg.sharpness_eps);
     }
     lock(ctx).set_recording(true);
     let n = cfg.eval_batches as f64;
-    (loss / n, sharp / n)
+    Ok((loss / n, sharp / n))
 }
 
 fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
@@ -313,7 +364,12 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
 }
 
 fn summarize(cfg: &TrainConfig, st: &LoopState, outcome: Outcome, floor: Option<f64>) -> Summary {
-    let finite = |v: &[(u64, f64)]| v.iter().map(|p| p.1).filter(|l| l.is_finite()).fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.min(l))));
+    let finite = |v: &[(u64, f64)]| {
+        v.iter()
+            .map(|p| p.1)
+            .filter(|l| l.is_finite())
+            .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.min(l))))
+    };
     Summary {
         outcome,
         steps: st.step,
@@ -323,8 +379,17 @@ fn summarize(cfg: &TrainConfig, st: &LoopState, outcome: Outcome, floor: Option<
         best_val_loss: finite(&st.val_losses),
         entropy_floor: floor,
         spike_count: count_spikes(&st.losses, &SpikeRule::default()),
-        max_sharpness: st.sharpness.iter().map(|p| p.1).filter(|s| s.is_finite()).reduce(f64::max),
-        tokens_per_s: if st.train_seconds > 0.0 { st.tokens as f64 / st.train_seconds } else { 0.0 },
+        max_sharpness: st
+            .sharpness
+            .iter()
+            .map(|p| p.1)
+            .filter(|s| s.is_finite())
+            .reduce(f64::max),
+        tokens_per_s: if st.train_seconds > 0.0 {
+            st.tokens as f64 / st.train_seconds
+        } else {
+            0.0
+        },
         wall_seconds: st.train_seconds,
         recipe: cfg.recipe_name(),
         model: cfg.model.clone(),
@@ -364,7 +429,10 @@ impl Progress {
             None => {
                 let every = (self.total / 20).max(1);
                 if done % every == 0 || done == self.total {
-                    eprintln!("step {done}/{}: loss {loss:.4}, {tokens_per_s:.0} tokens/s", self.total);
+                    eprintln!(
+                        "step {done}/{}: loss {loss:.4}, {tokens_per_s:.0} tokens/s",
+                        self.total
+                    );
                 }
             }
         }
