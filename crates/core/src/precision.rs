@@ -68,9 +68,13 @@
 //! scopes.
 
 mod convert;
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod device;
 mod forward;
 mod hook;
 
+pub use device::quantize_via_device;
 pub use hook::{quantize_via_host, QuantizeBackend};
 
 use crate::{sites, Role};
