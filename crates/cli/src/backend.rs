@@ -21,9 +21,88 @@ pub fn with_device<R>(
 ) -> anyhow::Result<R> {
     match spec {
         "cpu" => f(Device::Cpu(Default::default())),
+        #[cfg(not(feature = "cuda"))]
         s if s.starts_with("cuda") => anyhow::bail!(
             "--device {s}: this fp8 was built without the `cuda` feature; rebuild with `cargo build --release --features cuda`"
         ),
+        #[cfg(feature = "cuda")]
+        s if s.starts_with("cuda") => anyhow::bail!(
+            "--device {s}: this command does not run on CUDA yet (its caller matches only `Device::Cpu`; use `with_train_backend!`)"
+        ),
         s => anyhow::bail!("unknown --device `{s}`; valid: cpu, cuda:N (with the `cuda` feature)"),
     }
+}
+
+// ---- CUDA (cargo feature `cuda`) -------------------------------------------------------------
+// `Device` above stays CPU-only so that callers matching on it need no `cfg`. Commands that can
+// train on a GPU choose their backend with `train_device` + `with_train_backend!`, where CUDA is
+// one more match arm.
+
+#[cfg(feature = "cuda")]
+#[path = "backend_cuda.rs"]
+pub mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBf16Train, CudaTrain};
+
+/// The element type parameters, activations and GEMMs are computed in (`--compute-dtype`).
+/// This is burn's real compute type, unlike the `bf16` *recipe*, which simulates bf16 casts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeDtype {
+    #[default]
+    F32,
+    /// bfloat16 compute: CUDA only (burn-cuda's native bf16).
+    Bf16,
+}
+
+/// A training backend and its device, chosen by `--device` and `--compute-dtype`.
+pub enum TrainDevice {
+    Cpu(<Cpu as burn::tensor::backend::BackendTypes>::Device),
+    #[cfg(feature = "cuda")]
+    Cuda(cuda::CudaDevice),
+    #[cfg(feature = "cuda")]
+    CudaBf16(cuda::CudaDevice),
+}
+
+/// Parse `--device` and `--compute-dtype` into a [`TrainDevice`].
+pub fn train_device(spec: &str, dtype: ComputeDtype) -> anyhow::Result<TrainDevice> {
+    match (spec, dtype) {
+        ("cpu", ComputeDtype::F32) => Ok(TrainDevice::Cpu(Default::default())),
+        ("cpu", ComputeDtype::Bf16) => anyhow::bail!(
+            "--compute-dtype bf16 is not supported on the CPU backend (burn's CPU backends compute in f32); \
+             use --device cuda:N, or simulate bf16 with --recipe recipes/bf16.ron"
+        ),
+        #[cfg(feature = "cuda")]
+        (s, dtype) if s.starts_with("cuda") => {
+            let d = cuda::parse(s)?;
+            Ok(match dtype {
+                ComputeDtype::F32 => TrainDevice::Cuda(d),
+                ComputeDtype::Bf16 => TrainDevice::CudaBf16(d),
+            })
+        }
+        (s, _) => with_device(s, |_| unreachable!("with_device accepts only cpu, handled above")),
+    }
+}
+
+/// `with_train_backend!(train_device, |B, d| body)`: run `body` with the type `B` bound to the
+/// training backend and `d` to its device (a value of `B::Device`).
+#[macro_export]
+macro_rules! with_train_backend {
+    ($dev:expr, |$B:ident, $d:ident| $body:expr) => {
+        match $dev {
+            $crate::backend::TrainDevice::Cpu($d) => {
+                type $B = $crate::backend::CpuTrain;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::TrainDevice::Cuda($d) => {
+                type $B = $crate::backend::CudaTrain;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::TrainDevice::CudaBf16($d) => {
+                type $B = $crate::backend::CudaBf16Train;
+                $body
+            }
+        }
+    };
 }

@@ -70,6 +70,10 @@ pub struct Args {
     /// Device: cpu, or cuda:N when built with the `cuda` feature.
     #[arg(long)]
     pub device: Option<String>,
+    /// burn's compute element type: f32, or bf16 (CUDA only; real bf16 compute, unlike the
+    /// simulated recipes/bf16.ron).
+    #[arg(long, value_enum, default_value_t)]
+    pub compute_dtype: crate::backend::ComputeDtype,
 }
 
 impl Args {
@@ -115,9 +119,8 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = args.resolve()?;
-    let summary = crate::backend::with_device(&cfg.device, |dev| match dev {
-        crate::backend::Device::Cpu(d) => train::<crate::backend::CpuTrain>(&cfg, &d, args.resume),
-    })?;
+    let dev = crate::backend::train_device(&cfg.device, args.compute_dtype)?;
+    let summary = crate::with_train_backend!(dev, |B, d| train::<B>(&cfg, &d, args.resume))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(if summary.diverged() {
         ExitCode::from(EXIT_DIVERGED)
