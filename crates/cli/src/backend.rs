@@ -106,3 +106,34 @@ macro_rules! with_train_backend {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_compute_on_cpu_is_a_clear_error() {
+        let e = train_device("cpu", ComputeDtype::Bf16)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--compute-dtype bf16") && e.contains("cuda"),
+            "{e}"
+        );
+        assert!(matches!(
+            train_device("cpu", ComputeDtype::F32),
+            Ok(TrainDevice::Cpu(_))
+        ));
+    }
+
+    #[test]
+    fn cuda_device_needs_the_feature_or_parses() {
+        let r = train_device("cuda:1", ComputeDtype::F32);
+        #[cfg(not(feature = "cuda"))]
+        assert!(r.err().unwrap().to_string().contains("`cuda` feature"));
+        #[cfg(feature = "cuda")]
+        assert!(matches!(r, Ok(TrainDevice::Cuda(_))));
+        assert!(train_device("tpu", ComputeDtype::F32).is_err());
+    }
+}
