@@ -10,7 +10,7 @@ fn fp8() -> Command {
 /// A float32 .npy v1.0 file written by hand (not by the code under test).
 fn write_npy(path: &Path, shape: &str, data: &[f32]) {
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -114,7 +114,7 @@ fn bad_input_is_a_clear_error() {
     );
     let f64file = dir.path().join("f64.npy");
     let mut h = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }".to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
