@@ -17,9 +17,15 @@ enum Command {
     Recipes(crate::cmd::recipes::Args),
     /// Train a model under a precision recipe; writes TensorBoard events, checkpoints and
     /// summary.json into the run directory. Exit code 3 means the run diverged.
-    Train(crate::cmd::train::Args),
+    Train(Box<crate::cmd::train::Args>),
     /// Run a grid of recipes × learning rates × seeds in parallel worker processes; resumable.
     Sweep(crate::cmd::sweep::Args),
+    /// Write report.md and SVG plots (divergence rates, loss and sharpness curves) from a sweep
+    /// directory's results.jsonl and its runs' curves.json.
+    Report(crate::cmd::report::Args),
+    /// Logit sharpness (Lee et al. 2024 §3.1) of a checkpoint on validation batches, as JSON;
+    /// optionally dump the last-token logits and targets as .npy.
+    Sharpness(crate::cmd::sharpness::Args),
     /// Inspect a model config: parameter count, FLOPs per token, GEMM site names.
     Model(crate::cmd::model::Args),
     /// List the named number formats with their bias, range, epsilon and special values.
@@ -35,8 +41,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Recipes(a) => crate::cmd::recipes::run(a),
-        Command::Train(a) => crate::cmd::train::run(a),
+        Command::Train(a) => crate::cmd::train::run(*a),
         Command::Sweep(a) => crate::cmd::sweep::run(a),
+        Command::Report(a) => crate::cmd::report::run(a),
+        Command::Sharpness(a) => crate::cmd::sharpness::run(a),
         Command::Model(a) => crate::cmd::model::run(a),
         Command::Formats(a) => crate::cmd::formats::run(a),
         Command::Cast(a) => crate::cmd::cast::run(a),

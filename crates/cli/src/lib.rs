@@ -6,6 +6,7 @@
 mod app;
 pub mod backend;
 pub mod cmd;
+pub mod hessian;
 pub mod npy;
 pub mod sweep;
 pub mod train;

@@ -5,5 +5,7 @@ pub mod cast;
 pub mod formats;
 pub mod model;
 pub mod recipes;
+pub mod report;
+pub mod sharpness;
 pub mod sweep;
 pub mod train;

@@ -61,6 +61,10 @@ pub struct Args {
     /// Write a checkpoint every N steps.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Estimate the Hessian's top eigenvalue every N steps (0 = never; costs up to 40
+    /// forward+backward passes each), logged as `stability/hessian_top_eig`.
+    #[arg(long)]
+    pub hessian_every: Option<u64>,
     /// Run directory (default runs/<recipe>-<model>-lr<lr>-s<seed>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -105,6 +109,7 @@ impl Args {
             eval_every,
             log_every,
             checkpoint_every,
+            hessian_every,
             device
         );
         if let Some(d) = &self.run_dir {

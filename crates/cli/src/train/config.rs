@@ -45,6 +45,11 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Log weight and gradient histograms every N steps (0 = never).
     pub histogram_every: u64,
+    /// Estimate the loss Hessian's top eigenvalue every N steps (0 = never), logged as
+    /// `stability/hessian_top_eig`: power iteration on finite-difference Hessian-vector products
+    /// on validation batch 0, on a copy of the model (see `fp8_cli::hessian`). Each estimate
+    /// costs up to 40 forward+backward passes of one batch.
+    pub hessian_every: u64,
     /// ε of the logit sharpness (paper §3.1).
     pub sharpness_eps: f64,
     /// A loss above this multiple of the first loss counts as divergence.
@@ -80,6 +85,7 @@ impl Default for TrainConfig {
             log_every: 10,
             checkpoint_every: 100,
             histogram_every: 100,
+            hessian_every: 0,
             sharpness_eps: fp8_stats::sharpness::DEFAULT_EPS,
             divergence_threshold: fp8_stats::divergence::DEFAULT_THRESHOLD,
             run_dir: None,

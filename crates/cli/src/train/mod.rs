@@ -13,4 +13,5 @@ mod params;
 mod run;
 
 pub use config::TrainConfig;
+pub use run::{eval_batches, EvalBatch};
 pub use run::{train, Outcome, Summary};

@@ -241,6 +241,21 @@ where
             ));
         }
 
+        if cfg.hessian_every > 0 && state.step % cfg.hessian_every == 0 {
+            let est = crate::hessian::model_top_eigenvalue(
+                &model, &data.val, &batcher, cfg, device, &ctx,
+            )?;
+            tb.add_scalar(
+                "stability/hessian_top_eig",
+                est.eigenvalue as f32,
+                step as i64,
+            )?;
+            progress.note(&format!(
+                "step {}: Hessian top eigenvalue {:.4} ({} iterations)",
+                state.step, est.eigenvalue, est.iterations
+            ));
+        }
+
         let ckpt_now = (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)
             || state.step == cfg.steps;
         if ckpt_now {
@@ -318,32 +333,78 @@ fn evaluate<B: AutodiffBackend>(
     device: &B::Device,
     ctx: &Mutex<PrecisionContext>,
 ) -> anyhow::Result<(f64, f64)> {
+    let batches = eval_batches(
+        model,
+        &data.val,
+        batcher,
+        cfg,
+        cfg.eval_batches,
+        device,
+        ctx,
+    )?;
+    let n = batches.len() as f64;
+    let loss: f64 = batches.iter().map(|b| b.loss).sum();
+    let sharp: f64 = batches
+        .iter()
+        .map(|b| {
+            fp8_stats::sharpness::mean_sharpness(&b.last_logits, &b.last_targets, cfg.sharpness_eps)
+        })
+        .sum();
+    Ok((loss / n, sharp / n))
+}
+
+/// One validation batch as the evaluation sees it.
+pub struct EvalBatch {
+    /// Mean next-token cross-entropy over every position of the batch.
+    pub loss: f64,
+    /// The last position's logits, `[batch, vocab]` row-major.
+    pub last_logits: Vec<f32>,
+    /// The last position's target token of each sequence.
+    pub last_targets: Vec<usize>,
+}
+
+/// Validation batches `0..n` of `val` (`Batcher::val_batch`, `cfg.batch × cfg.seq`) through
+/// `model` on the inner (non-autodiff) backend, under the active recipe's casts with recording
+/// off, so the recipe's scaling state and telemetry are untouched. `fp8 sharpness` uses it too.
+pub fn eval_batches<B: AutodiffBackend>(
+    model: &Model<B>,
+    val: &[u32],
+    batcher: &Batcher,
+    cfg: &TrainConfig,
+    n: usize,
+    device: &B::Device,
+    ctx: &Mutex<PrecisionContext>,
+) -> anyhow::Result<Vec<EvalBatch>> {
     lock(ctx).set_recording(false);
     let valid = model.valid();
-    let (mut loss, mut sharp) = (0.0, 0.0);
-    for i in 0..cfg.eval_batches {
-        let (inputs, targets) = batcher.val_batch(&data.val, cfg.batch, cfg.seq, i as u64)?;
-        let tokens = int_tensor::<B::InnerBackend>(&inputs, cfg, device);
-        let logits = valid.forward(tokens);
-        let [b, t, v] = logits.dims();
-        let tgt = int_tensor::<B::InnerBackend>(&targets, cfg, device);
-        loss += fp8_models::cross_entropy(logits.clone(), tgt)
-            .into_scalar()
-            .elem::<f64>();
-        let last: Vec<f32> = logits
-            .slice([0..b, t - 1..t, 0..v])
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .unwrap_or_default();
-        let last_targets: Vec<usize> = (0..b)
-            .map(|i| targets[i * cfg.seq + t - 1] as usize)
-            .collect();
-        sharp += fp8_stats::sharpness::mean_sharpness(&last, &last_targets, cfg.sharpness_eps);
-    }
+    let out = (0..n)
+        .map(|i| {
+            let (inputs, targets) = batcher.val_batch(val, cfg.batch, cfg.seq, i as u64)?;
+            let tokens = int_tensor::<B::InnerBackend>(&inputs, cfg, device);
+            let logits = valid.forward(tokens);
+            let [b, t, v] = logits.dims();
+            let tgt = int_tensor::<B::InnerBackend>(&targets, cfg, device);
+            let loss = fp8_models::cross_entropy(logits.clone(), tgt)
+                .into_scalar()
+                .elem::<f64>();
+            let last_logits: Vec<f32> = logits
+                .slice([0..b, t - 1..t, 0..v])
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .unwrap_or_default();
+            let last_targets: Vec<usize> = (0..b)
+                .map(|i| targets[i * cfg.seq + t - 1] as usize)
+                .collect();
+            Ok(EvalBatch {
+                loss,
+                last_logits,
+                last_targets,
+            })
+        })
+        .collect();
     lock(ctx).set_recording(true);
-    let n = cfg.eval_batches as f64;
-    Ok((loss / n, sharp / n))
+    out
 }
 
 fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
@@ -428,7 +489,7 @@ impl Progress {
             }
             None => {
                 let every = (self.total / 20).max(1);
-                if done % every == 0 || done == self.total {
+                if done.is_multiple_of(every) || done == self.total {
                     eprintln!(
                         "step {done}/{}: loss {loss:.4}, {tokens_per_s:.0} tokens/s",
                         self.total
