@@ -79,20 +79,22 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    fn forward(&self, x: Tensor<B, 3>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cfg: &ModelConfig,
+        rope: Option<&Rope<B>>,
+        future: &Tensor<B, 4, Bool>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim());
-        let device = x.device();
         let _attn = sites::scope("attn");
 
         let qkv = sites::with("qkv", || self.qkv.forward(x));
-        // [b, t, heads·hd] → [b, heads, t, hd]
-        let heads = |first: usize, n: usize| {
-            qkv.clone()
-                .narrow(2, first * hd, n * hd)
-                .reshape([b, t, n, hd])
-                .swap_dims(1, 2)
-        };
+        // [b, t, heads·hd] → [b, heads, t, hd]. Reshaping the contiguous `qkv` first makes every
+        // step a view (no copy); the GEMMs read the strided heads directly.
+        let qkv = qkv.reshape([b, t, nh + 2 * nkv, hd]).swap_dims(1, 2);
+        let heads = |first: usize, n: usize| qkv.clone().narrow(1, first, n);
         let (mut q, mut k, v) = (heads(0, nh), heads(nh, nkv), heads(nh + nkv, nkv));
         if let Some(rope) = rope {
             q = rope.apply(q);
@@ -102,11 +104,7 @@ impl<B: Backend> Attention<B> {
 
         let scores = sites::with("scores", || q.matmul(k.swap_dims(2, 3)));
         let scores = scores * (1.0 / (hd as f64).sqrt());
-        // `tril_mask` is true strictly above the diagonal: the future positions.
-        let future = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &device)
-            .unsqueeze::<4>()
-            .expand([b, nh, t, t]);
-        let probs = activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
+        let probs = activation::softmax(scores.mask_fill(future.clone(), f32::NEG_INFINITY), 3);
         let y = sites::with("values", || probs.matmul(v));
 
         let y = y.swap_dims(1, 2).reshape([b, t, nh * hd]);
@@ -180,7 +178,7 @@ impl<B: Backend> Mlp<B> {
         match cfg.arch {
             Arch::Gpt2 => {
                 let h = sites::with("fc", || self.fc.forward(x));
-                let h = activation::gelu_approximate(h);
+                let h = gelu_tanh(h);
                 sites::with("proj", || self.proj.forward(h))
             }
             Arch::Llama => {
@@ -221,6 +219,36 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+/// GPT-2's GELU, the tanh approximation `½·x·(1 + tanh u)` with `u = √(2/π)·(x + 0.044715·x³)`
+/// (HF `gelu_new`, burn's `activation::gelu_approximate`), computed as `x·σ(2u)` since
+/// `½(1 + tanh u) = σ(2u)`, and `2u` as `x·(c + c·0.044715·x²)`: the same function with one
+/// sigmoid and a few multiplications instead of a `powf` and a `tanh` (both scalar libm calls on
+/// CPU backends, and autodiff recomputes the `tanh` in the backward pass). This was a third of
+/// the CPU step time of `gpt2-mini`.
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    // 2·√(2/π)
+    const C: f64 = 2.0 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+    let two_u = (x.clone() * x.clone() * (C * 0.044715) + C) * x.clone();
+    x * activation::sigmoid(two_u)
+}
+
+/// The causal mask `[b, n_head, t, t]`, true strictly above the diagonal (the future positions).
+/// Built once per forward pass at full size, so `mask_fill` finds it contiguous; an expanded
+/// `[t, t]` mask would be materialized again by every layer, forward and backward.
+fn causal_mask<B: Backend>(
+    b: usize,
+    nh: usize,
+    t: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let row: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
+    let all: Vec<bool> = std::iter::repeat_n(row.as_slice(), b * nh)
+        .flatten()
+        .copied()
+        .collect();
+    Tensor::from_data(TensorData::new(all, [b, nh, t, t]), device)
+}
+
 /// One pre-norm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -235,11 +263,20 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    fn forward(&self, x: Tensor<B, 3>, cfg: &ModelConfig, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cfg: &ModelConfig,
+        rope: Option<&Rope<B>>,
+        future: &Tensor<B, 4, Bool>,
+    ) -> Tensor<B, 3> {
         let rms = cfg.arch == Arch::Llama;
-        let a = self
-            .attn
-            .forward(self.ln_1.forward(x.clone(), rms, cfg.norm_eps), cfg, rope);
+        let a = self.attn.forward(
+            self.ln_1.forward(x.clone(), rms, cfg.norm_eps),
+            cfg,
+            rope,
+            future,
+        );
         let x = x + a;
         let m = self
             .mlp
@@ -294,9 +331,11 @@ impl<B: Backend> Model<B> {
         let rope = (cfg.arch == Arch::Llama)
             .then(|| Rope::new(t, cfg.head_dim(), cfg.rope_theta, &device));
 
+        let future = causal_mask::<B>(b, cfg.n_head, t, &device);
+
         for (i, block) in self.h.iter().enumerate() {
             let _block = sites::scope(&format!("h.{i}"));
-            x = block.forward(x, cfg, rope.as_ref());
+            x = block.forward(x, cfg, rope.as_ref(), &future);
         }
         let x = self.ln_f.forward(x, cfg.arch == Arch::Llama, cfg.norm_eps);
 

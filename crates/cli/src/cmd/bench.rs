@@ -21,6 +21,9 @@ pub struct Args {
 pub enum BenchWhich {
     /// Quantize throughput (Melem/s) against a memory-copy baseline; prints JSON.
     Cast(CastArgs),
+    /// Training throughput (tokens/s, step time) under a recipe, and its step-time ratio to a
+    /// baseline recipe measured in the same process; prints JSON.
+    Train(crate::cmd::bench_train::TrainArgs),
 }
 
 /// Options of `fp8 bench cast`.
@@ -49,6 +52,7 @@ pub struct CastArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.which {
         BenchWhich::Cast(a) => cast(a),
+        BenchWhich::Train(a) => crate::cmd::bench_train::run(a),
     }
 }
 

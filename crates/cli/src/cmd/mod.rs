@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` (clap) and `run`.
 
 pub mod bench;
+pub mod bench_train;
 pub mod cast;
 pub mod formats;
 pub mod model;

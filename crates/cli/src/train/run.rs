@@ -150,22 +150,8 @@ where
         lock(&ctx).set_step(step);
         let lr = cfg.lr_at(step);
 
-        let mut accumulator = GradientsAccumulator::<Model<B>>::new();
-        let mut loss_value = 0.0;
-        for micro in 0..cfg.grad_accum {
-            let (inputs, targets) =
-                batcher.batch(&data.train, cfg.batch, cfg.seq, step, micro as u64)?;
-            let loss = model.loss(
-                int_tensor(&inputs, cfg, device),
-                int_tensor(&targets, cfg, device),
-            );
-            let loss = loss.div_scalar(cfg.grad_accum as f64);
-            loss_value += loss.clone().into_scalar().elem::<f64>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-        }
+        let (loss_value, mut grads) = gradients(&model, &data.train, &batcher, cfg, step, device)?;
         let telemetry = lock(&ctx).end_step();
-        let mut grads = accumulator.grads();
 
         if let Some(d) = monitor.observe(step, loss_value) {
             let reason = if loss_value.is_finite() {
@@ -280,6 +266,53 @@ where
     };
     std::fs::write(run_dir.join("curves.json"), serde_json::to_vec(&curves)?)?;
     Ok(summary)
+}
+
+/// Forward and backward over step `step`'s `cfg.grad_accum` micro-batches of `train` (under the
+/// active precision context): the mean loss and the accumulated gradients.
+pub fn gradients<B: AutodiffBackend>(
+    model: &Model<B>,
+    train: &[u32],
+    batcher: &Batcher,
+    cfg: &TrainConfig,
+    step: u64,
+    device: &B::Device,
+) -> anyhow::Result<(f64, GradientsParams)> {
+    let mut accumulator = GradientsAccumulator::<Model<B>>::new();
+    let mut loss_value = 0.0;
+    for micro in 0..cfg.grad_accum {
+        let (inputs, targets) = batcher.batch(train, cfg.batch, cfg.seq, step, micro as u64)?;
+        let loss = model.loss(
+            int_tensor(&inputs, cfg, device),
+            int_tensor(&targets, cfg, device),
+        );
+        let loss = loss.div_scalar(cfg.grad_accum as f64);
+        loss_value += loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        accumulator.accumulate(model, grads);
+    }
+    Ok((loss_value, accumulator.grads()))
+}
+
+/// One whole optimizer step as the loop above takes it, minus logging and the divergence check:
+/// [`gradients`], the recipe's end of step, global-norm clipping, the AdamW update. Returns the
+/// updated model, the loss and the gradient norm before clipping. `fp8 bench train` times this.
+#[allow(clippy::too_many_arguments)]
+pub fn optimizer_step<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
+    model: Model<B>,
+    optim: &mut O,
+    train: &[u32],
+    batcher: &Batcher,
+    cfg: &TrainConfig,
+    step: u64,
+    device: &B::Device,
+    ctx: &Mutex<PrecisionContext>,
+) -> anyhow::Result<(Model<B>, f64, f64)> {
+    lock(ctx).set_step(step);
+    let (loss, mut grads) = gradients(&model, train, batcher, cfg, step, device)?;
+    lock(ctx).end_step();
+    let grad_norm = clip_grad_norm::<B, _>(&model, &mut grads, cfg.clip);
+    Ok((optim.step(cfg.lr_at(step), model, grads), loss, grad_norm))
 }
 
 fn lock(ctx: &Mutex<PrecisionContext>) -> std::sync::MutexGuard<'_, PrecisionContext> {

@@ -4,8 +4,9 @@
 //! forward or backward); the hook decides *how* on a given backend. This is the seam for a
 //! device path: a CUDA backend implements `quantize_forward` with a kernel that reads the spec
 //! (`crate::context::active_spec`) and records its `Stats` through the context, and nothing
-//! else changes. The CPU backends here copy to host `f32` and call
-//! [`crate::context::quantize_host`].
+//! else changes. The CPU backends here (NdArray, Flex) run [`crate::context::quantize_host`] on
+//! the tensor's own `f32` buffer (copy-on-write when it is shared); other dtypes go through
+//! [`quantize_via_host`].
 //!
 //! Because `QuantizeBackend` is defined here, the orphan rule puts its impls for foreign backends
 //! in this crate too: a GPU backend is added behind a cargo feature (e.g. `cuda`, implementing it
@@ -101,8 +102,26 @@ where
 }
 
 impl QuantizeBackend for Flex {
+    /// Fast path for `f32`: quantize the tensor's own buffer in place when nothing else holds it,
+    /// else a private copy (Flex's copy-on-write `storage_mut`, so the input another tensor still
+    /// reads is never written through), with no round trip through `TensorData`. Views that do
+    /// not cover their buffer exactly (strided, offset, narrowed) are made contiguous first.
     fn quantize_forward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self> {
-        quantize_via_host::<Self>(t, site, role)
+        if active_spec(site, role).is_none() {
+            return t;
+        }
+        if t.dtype() != DType::F32 {
+            return quantize_via_host::<Self>(t, site, role);
+        }
+        let n = t.layout().num_elements();
+        let exact = t.is_contiguous()
+            && t.layout().start_offset() == 0
+            && t.bytes().len() == n * std::mem::size_of::<f32>();
+        let mut t = if exact { t } else { t.to_contiguous() };
+        let shape = t.layout().shape().to_vec();
+        let data = t.storage_mut::<f32>();
+        quantize_host(site, role, &mut data[..n], &shape);
+        t
     }
 
     fn quantize_backward(t: FloatTensor<Self>, _site: &Arc<str>, _role: Role) -> FloatTensor<Self> {

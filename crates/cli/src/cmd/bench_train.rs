@@ -1,0 +1,247 @@
+//! `fp8 bench train`: training throughput under a recipe, and its cost relative to a baseline
+//! recipe measured in the same process.
+//!
+//! Why a ratio: this tool runs on shared machines where absolute step times drift by tens of
+//! percent from minute to minute. Two models (same init, same batches), one per recipe, take their
+//! optimizer steps alternately, so a burst of load from elsewhere hits both; the *ratio* of their
+//! median step times is then a stable figure even when tokens/s is not. Each step is the training
+//! loop's own [`optimizer_step`](crate::train::optimizer_step) (forward, backward, the recipe's
+//! end of step, global-norm clipping, AdamW), without logging, evaluation or checkpoints.
+
+use crate::backend::{CpuTrain, Device};
+use crate::train::{optimizer_step, TrainConfig};
+use anyhow::Context;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use fp8_core::context::activate;
+use fp8_core::PrecisionContext;
+use fp8_io::data::{Batcher, DataSpec};
+use fp8_models::{Model, ModelConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Options of `fp8 bench train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Model preset or model RON file.
+    #[arg(long, default_value = "gpt2-mini")]
+    pub model: String,
+    /// The recipe to measure (RON).
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// The recipe it is compared with, stepped alternately in the same process; `none` skips it.
+    #[arg(long, default_value = "recipes/fp32.ron")]
+    pub baseline_recipe: PathBuf,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Measured optimizer steps (per recipe).
+    #[arg(long, default_value_t = 20)]
+    pub steps: u64,
+    /// Unmeasured steps first (per recipe): allocator, caches and thread pools warm up.
+    #[arg(long, default_value_t = 3)]
+    pub warmup_steps: u64,
+    /// Worker threads for the CPU backend (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data, as for `fp8 train --data`.
+    #[arg(long, default_value = "synthetic")]
+    pub data: String,
+    /// Device: cpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// One recipe's model, optimizer and precision context, stepped by [`Runner::step`].
+struct Runner<B: AutodiffBackend, O> {
+    name: String,
+    model: Option<Model<B>>,
+    optim: O,
+    ctx: Arc<Mutex<PrecisionContext>>,
+    times: Vec<f64>,
+}
+
+impl<B: AutodiffBackend, O: Optimizer<Model<B>, B>> Runner<B, O> {
+    /// One timed optimizer step (`step` selects the data and the learning rate).
+    fn step(
+        &mut self,
+        step: u64,
+        train: &[u32],
+        batcher: &Batcher,
+        cfg: &TrainConfig,
+        device: &B::Device,
+    ) -> anyhow::Result<f64> {
+        let _active = activate(self.ctx.clone());
+        let model = self
+            .model
+            .take()
+            .expect("the model is put back after each step");
+        let start = Instant::now();
+        let (model, loss, _) = optimizer_step(
+            model,
+            &mut self.optim,
+            train,
+            batcher,
+            cfg,
+            step,
+            device,
+            &self.ctx,
+        )?;
+        // The loss was read back to the host, so the step's work is done (CPU backends are
+        // synchronous; `sync` makes it so on any backend).
+        B::sync(device).context("synchronizing the device")?;
+        let seconds = start.elapsed().as_secs_f64();
+        self.model = Some(model);
+        anyhow::ensure!(
+            loss.is_finite(),
+            "recipe {}: non-finite loss at step {step}",
+            self.name
+        );
+        Ok(seconds)
+    }
+}
+
+fn summary(times: &[f64], tokens_per_step: f64) -> serde_json::Value {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let mean = sorted.iter().sum::<f64>() / n as f64;
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    serde_json::json!({
+        "tokens_per_s": tokens_per_step / mean,
+        "tokens_per_s_median": tokens_per_step / median,
+        "mean_step_s": mean,
+        "median_step_s": median,
+        "min_step_s": sorted[0],
+        "max_step_s": sorted[n - 1],
+    })
+}
+
+fn recipe_name(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// `fp8 bench train`.
+pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.steps > 0, "--steps must be at least 1");
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads > 0, "--threads must be positive");
+    // CPU backends parallelise with rayon; inside `install` they see this pool's size.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("building the thread pool")?;
+    let device = a.device.clone();
+    crate::backend::with_device(&device, |dev| match dev {
+        Device::Cpu(d) => pool.install(|| bench::<CpuTrain>(&a, threads, &d)),
+    })
+}
+
+fn bench<B: AutodiffBackend>(
+    a: &TrainArgs,
+    threads: usize,
+    device: &B::Device,
+) -> anyhow::Result<ExitCode> {
+    let cfg = TrainConfig {
+        recipe: a.recipe.clone(),
+        model: a.model.clone(),
+        data: a.data.clone(),
+        batch: a.batch,
+        seq: a.seq,
+        steps: a.warmup_steps + a.steps,
+        device: a.device.clone(),
+        ..TrainConfig::default()
+    };
+    cfg.validate()?;
+    let mut model_cfg = ModelConfig::from_preset_or_file(&cfg.model)?;
+    model_cfg.seed = cfg.seed;
+    anyhow::ensure!(
+        cfg.seq <= model_cfg.context,
+        "--seq {} exceeds the model's context of {} tokens",
+        cfg.seq,
+        model_cfg.context
+    );
+    let data = DataSpec::parse(&cfg.data)?.load()?;
+    let batcher = Batcher::new(cfg.seed);
+
+    let mut recipes = vec![a.recipe.clone()];
+    if a.baseline_recipe.as_os_str() != "none" {
+        recipes.push(a.baseline_recipe.clone());
+    }
+    let mut runners = Vec::new();
+    for path in &recipes {
+        let recipe = fp8_core::recipe::from_file(path)?;
+        B::seed(device, cfg.seed);
+        runners.push(Runner {
+            name: recipe_name(path),
+            model: Some(model_cfg.init::<B>(device)),
+            optim: AdamWConfig::new()
+                .with_beta_1(cfg.beta1 as f32)
+                .with_beta_2(cfg.beta2 as f32)
+                .with_epsilon(cfg.adam_eps as f32)
+                .with_weight_decay(cfg.weight_decay as f32)
+                .init::<B, Model<B>>(),
+            ctx: PrecisionContext::new(recipe).shared(),
+            times: Vec::new(),
+        });
+    }
+
+    // Alternate the recipes step by step so that load from elsewhere hits both alike.
+    for step in 0..cfg.steps {
+        for r in &mut runners {
+            let seconds = r.step(step, &data.train, &batcher, &cfg, device)?;
+            if step >= a.warmup_steps {
+                r.times.push(seconds);
+            }
+        }
+    }
+
+    let tokens_per_step = (cfg.batch * cfg.seq * cfg.grad_accum) as f64;
+    let measured = summary(&runners[0].times, tokens_per_step);
+    let mut out = serde_json::json!({
+        "bench": "train",
+        "backend": B::name(device),
+        "model": a.model,
+        "batch": a.batch,
+        "seq": a.seq,
+        "tokens_per_step": tokens_per_step,
+        "steps": a.steps,
+        "warmup_steps": a.warmup_steps,
+        "threads": threads,
+        "recipe": runners[0].name,
+        "tokens_per_s": measured["tokens_per_s"],
+        "mean_step_s": measured["mean_step_s"],
+        "median_step_s": measured["median_step_s"],
+        "measured": measured,
+    });
+    if let Some(base) = runners.get(1) {
+        let baseline = summary(&base.times, tokens_per_step);
+        let ratio = |key: &str| {
+            out["measured"][key].as_f64().unwrap_or(f64::NAN)
+                / baseline[key].as_f64().unwrap_or(f64::NAN)
+        };
+        let (median, mean) = (ratio("median_step_s"), ratio("mean_step_s"));
+        out["baseline_recipe"] = base.name.clone().into();
+        out["baseline"] = baseline;
+        out["ratio"] = median.into();
+        out["ratio_mean"] = mean.into();
+    }
+    out["note"] = "step = forward + backward + recipe end of step + clip + AdamW; \
+        times after warm-up; the recipes step alternately in one process; \
+        ratio = median step time (recipe) / median step time (baseline)"
+        .into();
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
