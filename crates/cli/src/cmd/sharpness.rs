@@ -14,6 +14,7 @@
 //! is far below 2^24), so the number can be checked in NumPy:
 //!
 //! ```python
+//! from scipy.special import logsumexp
 //! x = np.load("l.npy").astype(np.float64); t = np.load("l.targets.npy").astype(np.int64)
 //! f = lambda x: logsumexp(x, axis=1) - x[np.arange(len(t)), t]
 //! y = x + eps * (abs(x) + 1); y[np.arange(len(t)), t] = x[np.arange(len(t)), t] - eps * (abs(x[np.arange(len(t)), t]) + 1)
