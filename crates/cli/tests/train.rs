@@ -20,11 +20,21 @@ fn recipe(name: &str) -> String {
 /// `fp8 train` on the tiny model with `extra` flags.
 fn train_cmd(run_dir: &Path, recipe_file: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fp8"));
-    c.args(["train", "--recipe", recipe_file, "--model", "tiny", "--data", DATA])
-        .args(["--batch", "8", "--seq", "16", "--lr", "1e-2", "--warmup", "5"])
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(extra);
+    c.args([
+        "train",
+        "--recipe",
+        recipe_file,
+        "--model",
+        "tiny",
+        "--data",
+        DATA,
+    ])
+    .args([
+        "--batch", "8", "--seq", "16", "--lr", "1e-2", "--warmup", "5",
+    ])
+    .arg("--run-dir")
+    .arg(run_dir)
+    .args(extra);
     c
 }
 
@@ -49,7 +59,11 @@ fn stderr(o: &Output) -> String {
 fn loss_falls_toward_the_entropy_floor() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("r");
-    let o = run(train_cmd(&run_dir, &recipe("fp32.ron"), &["--steps", "200", "--eval-every", "100"]));
+    let o = run(train_cmd(
+        &run_dir,
+        &recipe("fp32.ron"),
+        &["--steps", "200", "--eval-every", "100"],
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     let s = json(&run_dir.join("summary.json"));
     let floor = s["entropy_floor"].as_f64().unwrap();
@@ -59,17 +73,30 @@ fn loss_falls_toward_the_entropy_floor() {
     assert!(floor > 1.0 && floor < start, "floor {floor}");
     // Most of the way from a uniform guess to the floor, and not (meaningfully) below it: the
     // floor is the true source's entropy rate, which no model beats in expectation.
-    assert!(val < floor + 0.35 * (start - floor), "val {val}, floor {floor}");
+    assert!(
+        val < floor + 0.35 * (start - floor),
+        "val {val}, floor {floor}"
+    );
     assert!(val > floor - 0.1, "val {val} below the floor {floor}");
     let first = losses(&run_dir)[0].1;
-    assert!((first - start).abs() < 0.3, "initial loss {first} should be near ln 64");
+    assert!(
+        (first - start).abs() < 0.3,
+        "initial loss {first} should be near ln 64"
+    );
 }
 
 #[test]
 fn resume_reproduces_the_uninterrupted_run_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let full = dir.path().join("full");
-    let args = ["--steps", "24", "--checkpoint-every", "8", "--eval-every", "8"];
+    let args = [
+        "--steps",
+        "24",
+        "--checkpoint-every",
+        "8",
+        "--eval-every",
+        "8",
+    ];
     let o = run(train_cmd(&full, &recipe("delayed_scaling.ron"), &args));
     assert!(o.status.success(), "{}", stderr(&o));
 
@@ -81,7 +108,11 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     std::fs::remove_file(part.join("summary.json")).unwrap();
     let mut args_resume = args.to_vec();
     args_resume.push("--resume");
-    let o = run(train_cmd(&part, &recipe("delayed_scaling.ron"), &args_resume));
+    let o = run(train_cmd(
+        &part,
+        &recipe("delayed_scaling.ron"),
+        &args_resume,
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
 
@@ -89,16 +120,30 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     assert_eq!(a.len(), 24);
     // Bit-for-bit: the recipe's amax histories, AdamW moments and data order all continue.
     assert_eq!(a, b);
-    let (sa, sb) = (json(&full.join("summary.json")), json(&part.join("summary.json")));
+    let (sa, sb) = (
+        json(&full.join("summary.json")),
+        json(&part.join("summary.json")),
+    );
     assert_eq!(sa["final_val_loss"], sb["final_val_loss"]);
 }
 
 #[test]
 fn a_killed_run_resumes_from_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--steps", "400", "--checkpoint-every", "20", "--eval-every", "0"];
+    let args = [
+        "--steps",
+        "400",
+        "--checkpoint-every",
+        "20",
+        "--eval-every",
+        "0",
+    ];
     let reference = dir.path().join("reference");
-    let o = run(train_cmd(&reference, &recipe("bit_reduction_e8m5.ron"), &args));
+    let o = run(train_cmd(
+        &reference,
+        &recipe("bit_reduction_e8m5.ron"),
+        &args,
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
 
     let killed = dir.path().join("killed");
@@ -118,7 +163,11 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
 
     let mut resume = args.to_vec();
     resume.push("--resume");
-    let o = run(train_cmd(&killed, &recipe("bit_reduction_e8m5.ron"), &resume));
+    let o = run(train_cmd(
+        &killed,
+        &recipe("bit_reduction_e8m5.ron"),
+        &resume,
+    ));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(losses(&reference), losses(&killed));
     // The kill normally lands mid-run; if the machine was fast enough to finish first the
@@ -132,17 +181,34 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
 fn divergence_is_a_recorded_outcome_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("r");
-    let o = run(train_cmd(&run_dir, &recipe("fp32.ron"), &["--steps", "200", "--lr", "10", "--warmup", "0", "--clip", "0"]));
-    assert_eq!(o.status.code(), Some(3), "exit code 3 means diverged: {}", stderr(&o));
+    let o = run(train_cmd(
+        &run_dir,
+        &recipe("fp32.ron"),
+        &[
+            "--steps", "200", "--lr", "10", "--warmup", "0", "--clip", "0",
+        ],
+    ));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "exit code 3 means diverged: {}",
+        stderr(&o)
+    );
     let s = json(&run_dir.join("summary.json"));
     assert_eq!(s["outcome"], "diverged");
     let step = s["step"].as_u64().unwrap();
     assert!(step < 200);
-    assert_eq!(s["steps"].as_u64().unwrap(), step, "the loop stops at the divergence");
+    assert_eq!(
+        s["steps"].as_u64().unwrap(),
+        step,
+        "the loop stops at the divergence"
+    );
     // The events were flushed: the loss at the diverged step is in the file.
-    assert!(std::fs::read_dir(&run_dir)
+    assert!(std::fs::read_dir(&run_dir).unwrap().any(|e| e
         .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
+        .file_name()
+        .to_string_lossy()
+        .starts_with("events.out.tfevents")));
 }
 
 #[test]
@@ -161,13 +227,22 @@ fn bad_input_gets_a_clear_error() {
 
     let bad_recipe = d.join("bad.ron");
     std::fs::write(&bad_recipe, "(kind: \"cast\",\n format: 12)").unwrap();
-    check(train_cmd(&d.join("a"), bad_recipe.to_str().unwrap(), &[]), &["bad.ron:2:"]);
+    check(
+        train_cmd(&d.join("a"), bad_recipe.to_str().unwrap(), &[]),
+        &["bad.ron:2:"],
+    );
 
     let unknown = d.join("unknown.ron");
     std::fs::write(&unknown, "(kind: \"fp9\")").unwrap();
-    check(train_cmd(&d.join("b"), unknown.to_str().unwrap(), &[]), &["fp9", "delayed_scaling"]);
+    check(
+        train_cmd(&d.join("b"), unknown.to_str().unwrap(), &[]),
+        &["fp9", "delayed_scaling"],
+    );
 
-    check(train_cmd(&d.join("c"), "/nonexistent/recipe.ron", &[]), &["/nonexistent/recipe.ron"]);
+    check(
+        train_cmd(&d.join("c"), "/nonexistent/recipe.ron", &[]),
+        &["/nonexistent/recipe.ron"],
+    );
 
     let mut c = train_cmd(&d.join("d"), &recipe("fp32.ron"), &[]);
     c.args(["--data", "/nonexistent/corpus.txt"]);
@@ -202,21 +277,44 @@ fn tensorboard_reads_the_training_logs() {
     assert!(o.status.success(), "{}", stderr(&o));
 
     let script = repo().join("crates/io/tests/read_events.py");
-    let out = Command::new(&python).arg(&script).arg(&run_dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tb: Value = serde_json::from_slice(&out.stdout).unwrap();
     let scalars = tb["scalars"].as_object().unwrap();
     let steps = |tag: &str| -> Vec<i64> {
-        scalars[tag].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect()
+        scalars[tag]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_i64().unwrap())
+            .collect()
     };
     assert_eq!(steps("train/loss"), [0, 5, 10, 15, 19]);
     assert_eq!(steps("val/loss"), [9, 19]);
     assert_eq!(steps("stability/sharpness"), [9, 19]);
-    for tag in ["train/lr", "train/grad_norm", "train/tokens_per_s", "val/entropy_floor"] {
+    for tag in [
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_s",
+        "val/entropy_floor",
+    ] {
         assert!(scalars.contains_key(tag), "{tag}");
     }
     // The logged losses are the ones the run recorded.
-    let logged: Vec<f64> = scalars["train/loss"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).collect();
+    let logged: Vec<f64> = scalars["train/loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
     let curve = losses(&run_dir);
     for (i, step) in [0usize, 5, 10, 15, 19].iter().enumerate() {
         assert!((logged[i] - curve[*step].1).abs() < 1e-6 * curve[*step].1.abs());
@@ -231,16 +329,27 @@ fn tensorboard_reads_the_training_logs() {
             }
         }
     }
-    assert!(!scalars.contains_key("precision/h.0.attn.scores/x/amax"), "attention is off in this recipe");
-    let first_scale = scalars["precision/h.0.mlp.fc/x/scale"][0][1].as_f64().unwrap();
+    assert!(
+        !scalars.contains_key("precision/h.0.attn.scores/x/amax"),
+        "attention is off in this recipe"
+    );
+    let first_scale = scalars["precision/h.0.mlp.fc/x/scale"][0][1]
+        .as_f64()
+        .unwrap();
     assert_eq!(first_scale, 1.0, "step 0 casts with the initial scale 1");
-    assert!(tb["histograms"].as_object().unwrap().keys().any(|k| k.starts_with("weights/")));
+    assert!(tb["histograms"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .any(|k| k.starts_with("weights/")));
 }
 
 fn python() -> Option<String> {
     match std::env::var("FP8_PYTHON") {
         Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var_os("CI").is_some() => panic!("CI is set but FP8_PYTHON is not (.ci/run sets it)"),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but FP8_PYTHON is not (.ci/run sets it)")
+        }
         _ => {
             eprintln!("SKIPPED: set FP8_PYTHON to a Python with `tensorboard` to run this test");
             None
