@@ -1,5 +1,13 @@
 //! Which burn backend runs training. On CPU: burn's Flex backend under Autodiff, wrapped in the
 //! [`Precision`] decorator (outside Autodiff, so it sees exact GEMM roles).
+//!
+//! Why Flex: it is burn's maintained pure-Rust CPU backend (NdArray is marked legacy), needs no
+//! system library (no BLAS to install), reads strided views in its GEMMs (the attention heads are
+//! never copied), and its tensors expose their buffer, so the decorator quantizes in place
+//! ([`fp8_core::QuantizeBackend`]). It must be built with its `simd` and `rayon` features (and
+//! `x86-v4` for AVX-512 GEMM kernels): `burn`'s `flex` feature alone gives scalar, single-threaded
+//! kernels, 2–4× slower here. The workspace Cargo.toml turns them on. Worker threads are rayon's:
+//! `RAYON_NUM_THREADS`, or `fp8 bench train --threads`.
 
 use burn::backend::{Autodiff, Flex};
 use fp8_core::Precision;
