@@ -185,8 +185,13 @@ mod tests {
         });
         b.truncate(b.len() - 1);
         assert!(parse(&b).is_err());
-        let f8 = b"\x93NUMPY\x01\x00\x46\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }          \n";
-        let e = parse(f8).unwrap_err().to_string();
+        // A well-formed float64 file: the header length field matches the header.
+        let header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }          \n";
+        let mut f8 = b"\x93NUMPY\x01\x00".to_vec();
+        f8.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        f8.extend_from_slice(header);
+        f8.extend_from_slice(&1.0f64.to_le_bytes());
+        let e = parse(&f8).unwrap_err().to_string();
         assert!(e.contains("float32"), "{e}");
     }
 }
