@@ -26,7 +26,7 @@
 //!   for row/col/block/MX it is the arithmetic mean of the tile scales.
 
 use crate::kernel::{Consts, CHUNK, PAR_MIN};
-use crate::simd::{dispatch, Acc, Layout, TileAmax, Tiled};
+use crate::simd::{dispatch, exp2i, Acc, Layout, TileAmax, TileRule, Tiled, BLOCK};
 use crate::{CastSpec, Format, Stats};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,7 @@ fn bits_to_f32(b: u32) -> f32 {
 }
 
 /// `fmt_max / amax`, amax 0 → 1, inf → f32::MAX, optionally rounded down to a power of two.
-fn current_scale(fmt_max: f32, amax: f32, pow2: bool) -> f32 {
+pub(crate) fn current_scale(fmt_max: f32, amax: f32, pow2: bool) -> f32 {
     let mut s = if amax > 0.0 && amax.is_finite() {
         fmt_max / amax
     } else {
@@ -210,10 +210,6 @@ pub fn mx_shared_exp(amax: f32, elem: Format, rule: MxRule) -> i32 {
     e.clamp(-127, 127)
 }
 
-fn pow2f(e: i32) -> f32 {
-    2f64.powi(e) as f32
-}
-
 /// Quantize `data` (C order, `shape`) in place: scale, cast, unscale. Returns the telemetry.
 ///
 /// # Panics
@@ -260,10 +256,25 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
     let n_tr = rows.div_ceil(tr);
     let n_tc = cols.div_ceil(tc);
 
-    let needs_amax = !matches!(
-        spec.scaling,
-        Scaling::None | Scaling::Tensor(TensorScale::Given(_))
-    );
+    // 1-row tiles that tile the flat index periodically and fit whole in a block get their
+    // amax and scale inside the quantize pass itself: one pass over memory instead of two.
+    let periodic = tr == 1 && (rows == 1 || cols.is_multiple_of(tc)) && BLOCK.is_multiple_of(tc);
+    let fused = match spec.scaling {
+        _ if !periodic => None,
+        Scaling::Mx { rule, .. } => Some(TileRule::Mx {
+            elem: cast.format,
+            rule,
+        }),
+        Scaling::Row { pow2 } | Scaling::Col { pow2 } | Scaling::Block { pow2, .. } => {
+            Some(TileRule::Current { fmt_max, pow2 })
+        }
+        _ => None,
+    };
+    let needs_amax = fused.is_none()
+        && !matches!(
+            spec.scaling,
+            Scaling::None | Scaling::Tensor(TensorScale::Given(_))
+        );
     let amax_grid = if needs_amax {
         tile_amax(data, rows, cols, tr, tc, n_tr, n_tc)
     } else {
@@ -291,7 +302,7 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
             .iter()
             .map(|&a| {
                 let e = mx_shared_exp(bits_to_f32(a), cast.format, rule);
-                (pow2f(-e), pow2f(e))
+                (exp2i(-e), exp2i(e))
             })
             .collect(),
         Scaling::Nvfp4 { .. } => {
@@ -327,14 +338,15 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
 
     // Narrow tiles (fewer than 16 columns, e.g. per-column or MX down the rows) use one
     // expanded per-column scale vector per tile row instead of many tiny segments.
-    let percol: Option<Vec<(Vec<f32>, Vec<f32>)>> = (tc < 16 && n_tc > 1).then(|| {
-        (0..n_tr)
-            .map(|t| {
-                let row = &grid[t * n_tc..(t + 1) * n_tc];
-                (0..cols).map(|c| row[c / tc]).unzip()
-            })
-            .collect()
-    });
+    let percol: Option<Vec<(Vec<f32>, Vec<f32>)>> =
+        (fused.is_none() && tc < 16 && n_tc > 1).then(|| {
+            (0..n_tr)
+                .map(|t| {
+                    let row = &grid[t * n_tc..(t + 1) * n_tc];
+                    (0..cols).map(|c| row[c / tc]).unzip()
+                })
+                .collect()
+        });
     let layout = Layout {
         cols,
         tr,
@@ -342,6 +354,8 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
         n_tc,
         grid: &grid,
         percol: percol.as_deref(),
+        none: spec.scaling == Scaling::None,
+        fused,
     };
 
     let run = |(i, chunk): (usize, &mut [f32])| {
@@ -361,7 +375,12 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
     for a in &accs {
         acc.merge(a);
     }
-    let _ = n_tr;
+    let scale_report = if fused.is_some() {
+        debug_assert_eq!(acc.tiles, (n_tr * n_tc) as u64);
+        (acc.scale_sum / acc.tiles.max(1) as f64) as f32
+    } else {
+        scale_report
+    };
     stats_from(&acc, scale_report)
 }
 

@@ -10,7 +10,7 @@ use crate::kernel::{
     cast_bits, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST, R_STOCH, R_ZERO,
 };
 
-const LANES: usize = 8;
+const LANES: usize = 16;
 const ABS: u32 = 0x7fff_ffff;
 const INF: u32 = 0x7f80_0000;
 
@@ -23,6 +23,9 @@ pub(crate) struct Acc {
     pub sx2: f64,
     pub se2: f64,
     pub count: u64,
+    /// Sum and number of tile scales computed inside the pass (fused tile scaling only).
+    pub scale_sum: f64,
+    pub tiles: u64,
 }
 
 impl Acc {
@@ -33,6 +36,8 @@ impl Acc {
         self.sx2 += o.sx2;
         self.se2 += o.se2;
         self.count += o.count;
+        self.scale_sum += o.scale_sum;
+        self.tiles += o.tiles;
     }
 }
 
@@ -43,47 +48,65 @@ pub(crate) trait Job {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2<J: Job>(j: J) -> J::Out {
     j.run()
 }
 
-/// Run `j`, compiled for AVX2 when the CPU has it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn run_avx512<J: Job>(j: J) -> J::Out {
+    j.run()
+}
+
+/// Which compiled copy of the loops this CPU runs: 0 baseline, 1 AVX2, 2 AVX-512 (F, BW, VL, DQ).
+#[cfg(target_arch = "x86_64")]
+fn level() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
+    let l = LEVEL.load(Ordering::Relaxed);
+    if l != u8::MAX {
+        return l;
+    }
+    let l = if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        2
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        1
+    } else {
+        0
+    };
+    // `FP8_SIMD_LEVEL=0|1` caps the level (to test the other copies on a newer CPU).
+    let cap = std::env::var("FP8_SIMD_LEVEL")
+        .ok()
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(2);
+    let l = l.min(cap);
+    LEVEL.store(l, Ordering::Relaxed);
+    l
+}
+
+/// Run `j`, compiled for AVX-512 or AVX2 when the CPU has it. Every copy computes the same
+/// bits: the kernels have no FMA contractions (Rust never fuses `a * b + c` on its own) and the
+/// statistics' summation order is fixed by [`LANES`], not by the vector width.
 #[inline]
 pub(crate) fn dispatch<J: Job>(j: J) -> J::Out {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { run_avx2(j) };
+        match level() {
+            // SAFETY: the CPU supports these features (checked by `level`).
+            2 => return unsafe { run_avx512(j) },
+            // SAFETY: as above.
+            1 => return unsafe { run_avx2(j) },
+            _ => {}
         }
     }
     j.run()
-}
-
-/// Where a segment's scale and inverse come from.
-pub(crate) trait ScaleSrc: Copy {
-    fn get(&self, i: usize) -> (f32, f32);
-}
-
-/// One scale for the whole segment.
-#[derive(Clone, Copy)]
-pub(crate) struct Uniform(pub f32, pub f32);
-impl ScaleSrc for Uniform {
-    #[inline(always)]
-    fn get(&self, _: usize) -> (f32, f32) {
-        (self.0, self.1)
-    }
-}
-
-/// One scale per element (per column of a row).
-#[derive(Clone, Copy)]
-pub(crate) struct PerElem<'a>(pub &'a [f32], pub &'a [f32]);
-impl ScaleSrc for PerElem<'_> {
-    #[inline(always)]
-    fn get(&self, i: usize) -> (f32, f32) {
-        (self.0[i], self.1[i])
-    }
 }
 
 /// Split `[0, len)` into runs whose element indices `offset + i` share the high 32 bits.
@@ -130,89 +153,6 @@ fn plain<const R: u8>(data: &mut [f32], k: &Consts, offset: u64) {
     }
 }
 
-/// Elements per block of the statistics pass (kept on the stack, so in L1).
-const BLOCK: usize = 256;
-
-/// Scale, cast, unscale a segment, accumulating statistics into `acc`.
-///
-/// Each block is first cast in place by a simple element loop (which vectorizes like
-/// [`plain`]), keeping a copy of the inputs and the overflow flags on the stack; a second loop
-/// over the block then gathers the statistics in `LANES` independent accumulators.
-#[inline(always)]
-pub(crate) fn seg<const R: u8, S: ScaleSrc>(
-    data: &mut [f32],
-    k: &Consts,
-    offset: u64,
-    sc: S,
-    acc: &mut Acc,
-) {
-    let k = *k;
-    let k = &k;
-    for (s, e) in runs(offset, data.len()) {
-        let run_base = offset + s as u64;
-        let hk = hi_key(k.key, run_base);
-        for (bi, block) in data[s..e].chunks_mut(BLOCK).enumerate() {
-            let first = s + bi * BLOCK; // index into `data` (and `sc`)
-            let lo0 = (offset + first as u64) as u32;
-            let n = block.len();
-            let mut xs = [0f32; BLOCK];
-            let mut ov = [0u32; BLOCK];
-            xs[..n].copy_from_slice(block);
-            for (i, (v, o)) in block.iter_mut().zip(ov.iter_mut()).enumerate() {
-                let (s, inv) = sc.get(first + i);
-                let y = *v * s;
-                let (qb, over) = cast_elem::<R>(
-                    y,
-                    k,
-                    hk,
-                    lo0.wrapping_add(i as u32),
-                    offset + (first + i) as u64,
-                );
-                *v = f32::from_bits(qb) * inv;
-                // A finite x whose scaled value is already non-finite also counts as saturated.
-                *o = u32::from(over | ((y.to_bits() & ABS) >= INF));
-            }
-            stats_block(&xs[..n], block, &ov[..n], acc);
-        }
-    }
-    acc.count += data.len() as u64;
-}
-
-#[inline(always)]
-fn stats_block(xs: &[f32], qs: &[f32], ov: &[u32], acc: &mut Acc) {
-    let mut amax = [0u32; LANES];
-    let mut under = [0u32; LANES];
-    let mut sat = [0u32; LANES];
-    let mut sx2 = [0f32; LANES];
-    let mut se2 = [0f32; LANES];
-    let mut step = |j: usize, x: f32, q: f32, o: u32| {
-        let a = x.to_bits() & ABS;
-        let qa = q.to_bits() & ABS;
-        let finite = a < INF;
-        amax[j] = amax[j].max(if finite { a } else { 0 });
-        under[j] += u32::from(finite & (a != 0) & (qa == 0));
-        sat[j] += u32::from(finite) & o;
-        let used = finite & (qa < INF);
-        let d = x - q;
-        sx2[j] += if used { x * x } else { 0.0 };
-        se2[j] += if used { d * d } else { 0.0 };
-    };
-    let full = xs.len() / LANES * LANES;
-    for c in (0..full).step_by(LANES) {
-        for j in 0..LANES {
-            step(j, xs[c + j], qs[c + j], ov[c + j]);
-        }
-    }
-    for j in 0..xs.len() - full {
-        step(j, xs[full + j], qs[full + j], ov[full + j]);
-    }
-    acc.amax_bits = acc.amax_bits.max(amax.into_iter().max().unwrap_or(0));
-    acc.under += under.iter().map(|&u| u64::from(u)).sum::<u64>();
-    acc.sat += sat.iter().map(|&u| u64::from(u)).sum::<u64>();
-    acc.sx2 += sx2.iter().map(|&u| f64::from(u)).sum::<f64>();
-    acc.se2 += se2.iter().map(|&u| f64::from(u)).sum::<f64>();
-}
-
 /// `cast_slice` body for one work item.
 pub(crate) struct Plain<'a> {
     pub data: &'a mut [f32],
@@ -241,6 +181,157 @@ pub(crate) fn cast_plain(data: &mut [f32], k: &Consts, offset: u64) {
     dispatch(Plain { data, k, offset });
 }
 
+/// Elements per block of the quantize pass: a block's inputs, outputs, overflow flags and
+/// scales live on the stack (10 KiB), so the statistics loop reads them from L1.
+pub(crate) const BLOCK: usize = 512;
+
+/// Statistics of one work item in `LANES` independent accumulators. Element `i` of a block
+/// always goes to lane `i % LANES`, and the f32 lane sums of a block are added to the f64 lane
+/// sums at the block's end, so the order of all additions is fixed by the data layout alone
+/// (not by the ISA the code was compiled for, nor by the thread count).
+#[derive(Clone, Copy)]
+struct Lanes {
+    amax: [u32; LANES],
+    under: [u32; LANES],
+    sat: [u32; LANES],
+    sx2: [f64; LANES],
+    se2: [f64; LANES],
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            amax: [0; LANES],
+            under: [0; LANES],
+            sat: [0; LANES],
+            sx2: [0.0; LANES],
+            se2: [0.0; LANES],
+        }
+    }
+
+    fn finish(&self, count: u64) -> Acc {
+        Acc {
+            amax_bits: self.amax.into_iter().max().unwrap_or(0),
+            under: self.under.iter().map(|&u| u64::from(u)).sum(),
+            sat: self.sat.iter().map(|&u| u64::from(u)).sum(),
+            sx2: self.sx2.iter().sum(),
+            se2: self.se2.iter().sum(),
+            count,
+            ..Acc::default()
+        }
+    }
+}
+
+// The u32 lane counters must not wrap within one work item.
+const _: () = assert!(crate::kernel::CHUNK / LANES < u32::MAX as usize);
+
+/// Where the scale and inverse of block element `i` come from.
+trait BlockScale {
+    /// No scaling at all: skip both multiplies (so NaN payloads pass through as in `cast_slice`).
+    const NONE: bool = false;
+    fn get(&self, i: usize) -> (f32, f32);
+}
+
+struct NoScale;
+impl BlockScale for NoScale {
+    const NONE: bool = true;
+    #[inline(always)]
+    fn get(&self, _: usize) -> (f32, f32) {
+        (1.0, 1.0)
+    }
+}
+
+/// One scale for the whole block.
+struct Uniform(f32, f32);
+impl BlockScale for Uniform {
+    #[inline(always)]
+    fn get(&self, _: usize) -> (f32, f32) {
+        (self.0, self.1)
+    }
+}
+
+/// One scale per element.
+struct PerElem<'a>(&'a [f32; BLOCK], &'a [f32; BLOCK]);
+impl BlockScale for PerElem<'_> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> (f32, f32) {
+        (self.0[i], self.1[i])
+    }
+}
+
+/// Scale, cast and unscale one block `xs` into `qs`, accumulating statistics into `l`.
+///
+/// Two loops with compile-time trip counts: the cast loop is element-wise (vectorized like
+/// [`plain`]) and writes the overflow flags to the stack; the statistics loop then reads inputs,
+/// outputs and flags back from L1 into `LANES`-wide accumulators that are only ever indexed by
+/// constants, so they live in vector registers. Padding elements (zeros) contribute nothing.
+#[inline(always)]
+fn block<const R: u8, S: BlockScale>(
+    xs: &[f32; BLOCK],
+    qs: &mut [f32; BLOCK],
+    k: &Consts,
+    sc: &S,
+    idx0: u64,
+    l: &mut Lanes,
+) {
+    let hk = hi_key(k.key, idx0);
+    let lo0 = idx0 as u32;
+    let mut ov = [0u32; BLOCK];
+    for i in 0..BLOCK {
+        let x = xs[i];
+        let (s, inv) = sc.get(i);
+        let y = if S::NONE { x } else { x * s };
+        let (qb, over) = cast_elem::<R>(y, k, hk, lo0.wrapping_add(i as u32), idx0 + i as u64);
+        let q = f32::from_bits(qb);
+        qs[i] = if S::NONE { q } else { q * inv };
+        // A finite x whose scaled value is already non-finite also counts as saturated.
+        ov[i] = u32::from(over | ((y.to_bits() & ABS) >= INF));
+    }
+
+    let mut sx2 = [0f32; LANES];
+    let mut se2 = [0f32; LANES];
+    for c in 0..BLOCK / LANES {
+        for j in 0..LANES {
+            let i = c * LANES + j;
+            let (x, q) = (xs[i], qs[i]);
+            let a = x.to_bits() & ABS;
+            let qa = q.to_bits() & ABS;
+            let finite = a < INF;
+            l.amax[j] = l.amax[j].max(sel(finite, a, 0));
+            l.under[j] += u32::from(finite & (a != 0) & (qa == 0));
+            l.sat[j] += u32::from(finite) & ov[i];
+            let used = finite & (qa < INF);
+            let d = x - q;
+            sx2[j] += f32::from_bits(sel(used, (x * x).to_bits(), 0));
+            se2[j] += f32::from_bits(sel(used, (d * d).to_bits(), 0));
+        }
+    }
+    for j in 0..LANES {
+        l.sx2[j] += f64::from(sx2[j]);
+        l.se2[j] += f64::from(se2[j]);
+    }
+}
+
+#[inline(always)]
+fn sel(c: bool, a: u32, b: u32) -> u32 {
+    let m = 0u32.wrapping_sub(u32::from(c));
+    (a & m) | (b & !m)
+}
+
+/// How a tile's `(scale, inverse)` follows from its amax when tiles are scaled inside the
+/// quantize pass (see [`Layout::fused`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TileRule {
+    Mx {
+        elem: crate::Format,
+        rule: crate::MxRule,
+    },
+    Current {
+        fmt_max: f32,
+        pow2: bool,
+    },
+}
+
 /// How scales are laid out over the 2-D view `[rows, cols]`: tiles of `tr × tc` with one
 /// `(scale, inverse)` each in `grid` (row-major over tiles, `n_tc` per tile row), or, when
 /// `percol` is set, one expanded per-column vector per tile row (`percol[tile_row]`).
@@ -251,9 +342,16 @@ pub(crate) struct Layout<'a> {
     pub n_tc: usize,
     pub grid: &'a [(f32, f32)],
     pub percol: Option<&'a [(Vec<f32>, Vec<f32>)]>,
+    /// No scaling at all.
+    pub none: bool,
+    /// Tiles are the runs `[j·tc, (j+1)·tc)` of the flat index (1-row tiles, with `tc`
+    /// dividing [`BLOCK`]): each block holds whole tiles, so their amax and scale are computed
+    /// from the block itself, in the same memory pass (`grid` is then unused).
+    pub fused: Option<TileRule>,
 }
 
-/// Quantize the elements `[start, start + data.len())` of the flattened view.
+/// Quantize the elements `[start, start + data.len())` of the flattened view; `start` is a
+/// multiple of [`BLOCK`].
 pub(crate) struct Tiled<'a> {
     pub data: &'a mut [f32],
     pub start: usize,
@@ -277,6 +375,68 @@ impl Job for Tiled<'_> {
     }
 }
 
+/// Fill `sc`/`inv` for the block at flat index `flat` (length `n`) from the layout; returns
+/// the scale pair instead when one tile covers the whole block.
+fn fill_scales(
+    l: &Layout<'_>,
+    flat: usize,
+    n: usize,
+    sc: &mut [f32; BLOCK],
+    inv: &mut [f32; BLOCK],
+) -> Option<(f32, f32)> {
+    let mut pos = 0usize;
+    while pos < n {
+        let f = flat + pos;
+        let (r, c) = (f / l.cols, f % l.cols);
+        let tile_row = r / l.tr;
+        if let Some(pc) = l.percol {
+            let run = (l.cols - c).min(n - pos);
+            let (s, i) = &pc[tile_row];
+            sc[pos..pos + run].copy_from_slice(&s[c..c + run]);
+            inv[pos..pos + run].copy_from_slice(&i[c..c + run]);
+            pos += run;
+        } else {
+            let tile_col = c / l.tc;
+            let end_c = ((tile_col + 1) * l.tc).min(l.cols);
+            let run = (end_c - c).min(n - pos);
+            let (s, i) = l.grid[tile_row * l.n_tc + tile_col];
+            if pos == 0 && run == n {
+                return Some((s, i));
+            }
+            sc[pos..pos + run].fill(s);
+            inv[pos..pos + run].fill(i);
+            pos += run;
+        }
+    }
+    None
+}
+
+/// The `(scale, inverse)` of a tile with largest finite magnitude `amax_bits`.
+#[inline]
+fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
+    let amax = f32::from_bits(amax_bits);
+    match rule {
+        TileRule::Mx { elem, rule } => {
+            let e = crate::scaling::mx_shared_exp(amax, elem, rule);
+            (exp2i(-e), exp2i(e))
+        }
+        TileRule::Current { fmt_max, pow2 } => {
+            let s = crate::scaling::current_scale(fmt_max, amax, pow2);
+            (s, 1.0 / s)
+        }
+    }
+}
+
+/// `2^e` exactly, for `e` in `[-149, 127]`.
+#[inline]
+pub(crate) fn exp2i(e: i32) -> f32 {
+    if e >= -126 {
+        f32::from_bits(((e + 127) as u32) << 23)
+    } else {
+        f32::from_bits(1u32 << (e + 149))
+    }
+}
+
 #[inline(always)]
 fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     let Tiled {
@@ -285,34 +445,56 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
         layout: l,
         k,
     } = job;
-    let mut acc = Acc::default();
-    let mut pos = 0usize;
-    while pos < data.len() {
-        let flat = start + pos;
-        let (r, c) = (flat / l.cols, flat % l.cols);
-        let tile_row = r / l.tr;
-        if let Some(pc) = l.percol {
-            // Rest of this row, one scale per column.
-            let n = (l.cols - c).min(data.len() - pos);
-            let (s, inv) = &pc[tile_row];
-            let sc = PerElem(&s[c..c + n], &inv[c..c + n]);
-            seg::<R, _>(&mut data[pos..pos + n], k, flat as u64, sc, &mut acc);
-            pos += n;
+    let k = *k; // a local copy: LLVM then keeps the constants in registers
+    let k = &k;
+    let mut lanes = Lanes::new();
+    let mut xs = [0f32; BLOCK];
+    let mut tail = [0f32; BLOCK];
+    let mut sc = [0f32; BLOCK];
+    let mut inv = [0f32; BLOCK];
+    let (mut scale_sum, mut tiles) = (0f64, 0u64);
+    for (b, chunk) in data.chunks_mut(BLOCK).enumerate() {
+        let flat = start + b * BLOCK;
+        let n = chunk.len();
+        xs[..n].copy_from_slice(chunk);
+        xs[n..].fill(0.0);
+        let qs: &mut [f32; BLOCK] = match chunk.try_into() {
+            Ok(full) => full,
+            Err(_) => &mut tail,
+        };
+        let idx0 = flat as u64;
+        if l.none {
+            block::<R, _>(&xs, qs, k, &NoScale, idx0, &mut lanes);
+        } else if let Some(rule) = l.fused {
+            // Whole tiles of `tc` elements (the last one possibly cut short by the data end;
+            // its zero padding does not change the amax).
+            for (t, seg) in xs.chunks_exact(l.tc).enumerate() {
+                if t * l.tc >= n {
+                    break;
+                }
+                let amax = seg.iter().fold(0u32, |m, &x| {
+                    let a = x.to_bits() & ABS;
+                    m.max(if a < INF { a } else { 0 })
+                });
+                let (s, i) = tile_scale(rule, amax);
+                sc[t * l.tc..(t + 1) * l.tc].fill(s);
+                inv[t * l.tc..(t + 1) * l.tc].fill(i);
+                scale_sum += f64::from(s);
+                tiles += 1;
+            }
+            block::<R, _>(&xs, qs, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+        } else if let Some((s, i)) = fill_scales(l, flat, n, &mut sc, &mut inv) {
+            block::<R, _>(&xs, qs, k, &Uniform(s, i), idx0, &mut lanes);
         } else {
-            let tile_col = c / l.tc;
-            let end_c = ((tile_col + 1) * l.tc).min(l.cols);
-            let n = (end_c - c).min(data.len() - pos);
-            let (s, inv) = l.grid[tile_row * l.n_tc + tile_col];
-            seg::<R, _>(
-                &mut data[pos..pos + n],
-                k,
-                flat as u64,
-                Uniform(s, inv),
-                &mut acc,
-            );
-            pos += n;
+            block::<R, _>(&xs, qs, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+        }
+        if n < BLOCK {
+            chunk.copy_from_slice(&tail[..n]);
         }
     }
+    let mut acc = lanes.finish(data.len() as u64);
+    acc.scale_sum = scale_sum;
+    acc.tiles = tiles;
     acc
 }
 

@@ -260,3 +260,164 @@ fn stats_independent_of_threads() {
         assert_eq!(sa, sb);
     }
 }
+
+/// Tile scaling (fused into the cast pass or not) against a scalar reference written from
+/// DESIGN.md §4: per-tile amax, scale, `cast(x·s)·inv` element by element, and the statistics.
+#[test]
+fn tiles_match_scalar_reference() {
+    let f = Format::FLOAT8_E4M3FN;
+    let fmt_max = f.max();
+    let current = move |amax: f32, pow2: bool| {
+        let mut s = if amax > 0.0 && amax.is_finite() {
+            fmt_max / amax
+        } else {
+            1.0
+        };
+        if !s.is_finite() {
+            s = f32::MAX;
+        }
+        if pow2 {
+            s = f32::from_bits(s.to_bits() & 0xff80_0000).max(f32::MIN_POSITIVE);
+        }
+        (s, 1.0 / s)
+    };
+    let mx = move |amax: f32| {
+        let e = mx_shared_exp(amax, f, MxRule::Floor);
+        (2f64.powi(-e) as f32, 2f64.powi(e) as f32)
+    };
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for shape in [
+        [1usize, 5000],
+        [1, 1000],
+        [3, 100],
+        [7, 96],
+        [40, 64],
+        [130, 33],
+        [600, 128],
+    ] {
+        let (rows, cols) = (shape[0], shape[1]);
+        let n = rows * cols;
+        let data: Vec<f32> = (0..n)
+            .map(|i| {
+                let h = next();
+                let mag = f32::from_bits(((h >> 40) as u32 & 0x7f_ffff) | 0x3f80_0000);
+                let e = ((h >> 8) & 31) as i32 - 16;
+                let v = mag * 2f32.powi(e) * if h & 1 == 0 { 1.0 } else { -1.0 };
+                match i % 97 {
+                    5 => 0.0,
+                    6 => f32::NAN,
+                    7 => f32::INFINITY,
+                    8 => 1e-30,
+                    _ => v,
+                }
+            })
+            .collect();
+        type Rule = Box<dyn Fn(f32) -> (f32, f32)>;
+        let schemes: Vec<(Scaling, usize, usize, Rule)> = vec![
+            (Scaling::MX, 1, 32, Box::new(mx)),
+            (
+                Scaling::Mx {
+                    block: 32,
+                    rule: MxRule::Floor,
+                    axis: BlockAxis::Rows,
+                },
+                32,
+                1,
+                Box::new(mx),
+            ),
+            (
+                Scaling::Block {
+                    rows: 1,
+                    cols: 128,
+                    pow2: false,
+                },
+                1,
+                128,
+                Box::new(move |a| current(a, false)),
+            ),
+            (
+                Scaling::Block {
+                    rows: 4,
+                    cols: 8,
+                    pow2: true,
+                },
+                4,
+                8,
+                Box::new(move |a| current(a, true)),
+            ),
+            (
+                Scaling::Row { pow2: false },
+                1,
+                usize::MAX,
+                Box::new(move |a| current(a, false)),
+            ),
+            (
+                Scaling::Col { pow2: false },
+                usize::MAX,
+                1,
+                Box::new(move |a| current(a, false)),
+            ),
+        ];
+        for (sc, tr, tc, rule) in schemes {
+            let (tr, tc) = (tr.min(rows), tc.min(cols));
+            let (n_tr, n_tc) = (rows.div_ceil(tr), cols.div_ceil(tc));
+            let mut amax = vec![0f32; n_tr * n_tc];
+            for (i, &x) in data.iter().enumerate() {
+                let t = (i / cols / tr) * n_tc + (i % cols) / tc;
+                if x.is_finite() {
+                    amax[t] = amax[t].max(x.abs());
+                }
+            }
+            let scales: Vec<(f32, f32)> = amax.iter().map(|&a| rule(a)).collect();
+            let cast = CastSpec::new(f).with_saturate(true);
+            let want: Vec<f32> = data
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let (s, inv) = scales[(i / cols / tr) * n_tc + (i % cols) / tc];
+                    cast_scalar(x * s, &cast, i as u64) * inv
+                })
+                .collect();
+            let mut got = data.clone();
+            let st = q(&mut got, &shape, f, sc);
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{sc:?} {shape:?} [{i}]: {:e} → {g:e}, want {w:e}",
+                    data[i]
+                );
+            }
+            // Statistics over finite inputs, in f64.
+            let fin = || data.iter().zip(&want).filter(|(x, _)| x.is_finite());
+            let amax_all = fin().fold(0f32, |m, (x, _)| m.max(x.abs()));
+            let under = fin().filter(|(x, q)| **x != 0.0 && **q == 0.0).count();
+            let (mut sx2, mut se2) = (0f64, 0f64);
+            for (&x, &q) in fin().filter(|(_, q)| q.is_finite()) {
+                sx2 += f64::from(x * x);
+                se2 += f64::from((x - q) * (x - q));
+            }
+            let mean_scale =
+                scales.iter().map(|&(s, _)| f64::from(s)).sum::<f64>() / scales.len() as f64;
+            assert_eq!(st.amax, amax_all, "{sc:?} {shape:?}");
+            assert_eq!(st.count, n as u64);
+            assert_eq!(st.underflow, under as f64 / n as f64, "{sc:?} {shape:?}");
+            let snr = 10.0 * (sx2 / se2).log10();
+            assert!(
+                (st.snr_db - snr).abs() < 1e-3,
+                "{sc:?} {shape:?}: {} vs {snr}",
+                st.snr_db
+            );
+            assert!(
+                (f64::from(st.scale) / mean_scale - 1.0).abs() < 1e-5,
+                "{sc:?} {shape:?}: {} vs {mean_scale}",
+                st.scale
+            );
+        }
+    }
+}
