@@ -176,12 +176,33 @@ pub struct FinishedRun {
     pub curves: Curves,
 }
 
-/// `curves.json` of a run.
+/// `curves.json` of a run: `[step, value]` pairs. serde_json writes a NaN or infinite loss (a
+/// diverged run's last point) as `null`; it reads back as NaN.
 #[derive(Clone, Debug, Default, serde::Serialize, Deserialize)]
 pub struct Curves {
+    #[serde(default, deserialize_with = "nan_for_null")]
     pub losses: Vec<(u64, f64)>,
+    #[serde(default, deserialize_with = "nan_for_null")]
     pub val_losses: Vec<(u64, f64)>,
+    #[serde(default, deserialize_with = "nan_for_null")]
     pub sharpness: Vec<(u64, f64)>,
+}
+
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u64, f64)>, D::Error> {
+    let points: Vec<(u64, Option<f64>)> = Deserialize::deserialize(d)?;
+    Ok(points
+        .into_iter()
+        .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
+        .collect())
+}
+
+impl Curves {
+    /// Read `curves.json` from a run directory.
+    pub fn read(run_dir: &Path) -> anyhow::Result<Curves> {
+        let file = run_dir.join("curves.json");
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is malformed", file.display()))
+    }
 }
 
 /// Read a run directory's results, if the run finished.
@@ -192,10 +213,10 @@ pub fn finished(config: &TrainConfig) -> anyhow::Result<Option<FinishedRun>> {
     };
     let summary: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}/summary.json is malformed", dir.display()))?;
-    let curves = std::fs::read(dir.join("curves.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let curves = Curves::read(&dir).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; this run's loss gap is left out");
+        Curves::default()
+    });
     Ok(Some(FinishedRun {
         config: config.clone(),
         summary,
@@ -261,7 +282,8 @@ pub fn write_results(sweep: &SweepFile, out: &Path) -> anyhow::Result<usize> {
         text.push_str(&serde_json::to_string(&line)?);
         text.push('\n');
     }
-    let tmp = out.join("results.jsonl.tmp");
+    // Shards may share `out`: each writes its own temporary file before the rename.
+    let tmp = out.join(format!("results.jsonl.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, out.join("results.jsonl"))?;
     Ok(runs.len())
@@ -291,8 +313,8 @@ pub fn run_sweep(
         }
     }
     eprintln!(
-        "sweep: {} runs in this shard ({} of {} in the grid), {} already finished, {} to run with {} worker(s)",
-        report.total, shard.index, grid.len(), report.skipped, todo.len(), jobs
+        "sweep: shard {}/{} holds {} of the grid's {} runs; {} already finished, {} to run with {} worker(s)",
+        shard.index, shard.count, report.total, grid.len(), report.skipped, todo.len(), jobs
     );
     let results_path = out.join("results.jsonl");
     let baseline = sweep.baseline_name();
@@ -384,7 +406,11 @@ fn spawn(c: &TrainConfig, exe: &Path) -> anyhow::Result<std::process::Child> {
         &cfg_path,
         ron::ser::to_string_pretty(c, Default::default())?,
     )?;
-    let log = std::fs::File::create(dir.join("train.log"))?;
+    // Append: a resumed run keeps the log of its interrupted segment.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("train.log"))?;
     Command::new(exe)
         .arg("train")
         .arg("--config")

@@ -66,18 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
     let mut curves = Vec::new();
     for r in results {
-        let file = dir.join(&r.run_dir).join("curves.json");
-        let parsed = std::fs::read(&file)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice::<LenientCurves>(&b)?));
-        let c = match parsed {
+        let c = match crate::sweep::Curves::read(&dir.join(&r.run_dir)) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!(
-                    "warning: no curves for {}: {}: {e}",
-                    r.run_dir,
-                    file.display()
-                );
+                eprintln!("warning: no curves for {}: {e:#}", r.run_dir);
                 continue;
             }
         };
@@ -85,10 +77,6 @@ pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
             (CurveKind::Loss, c.losses),
             (CurveKind::Sharpness, c.sharpness),
         ] {
-            let points: Vec<(u64, f64)> = points
-                .into_iter()
-                .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
-                .collect();
             if !points.is_empty() {
                 curves.push(Curve {
                     recipe: r.recipe.clone(),
@@ -101,17 +89,6 @@ pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
         }
     }
     curves
-}
-
-/// `curves.json` as the trainer writes it ([`crate::sweep::Curves`]), except that values may be
-/// `null`: serde_json writes a NaN or infinite loss (a diverged run's last point) as `null`, which
-/// a plain `f64` refuses. `null` reads as NaN, which the report marks as a blow-up.
-#[derive(serde::Deserialize)]
-struct LenientCurves {
-    #[serde(default)]
-    losses: Vec<(u64, Option<f64>)>,
-    #[serde(default)]
-    sharpness: Vec<(u64, Option<f64>)>,
 }
 
 #[cfg(test)]

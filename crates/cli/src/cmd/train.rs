@@ -8,6 +8,8 @@ use std::process::ExitCode;
 pub const EXIT_DIVERGED: u8 = 3;
 
 #[derive(clap::Args, Debug, Default)]
+// A flag given twice takes its last value, so scripts can append overrides.
+#[command(args_override_self = true)]
 pub struct Args {
     /// Recipe file (RON), e.g. recipes/delayed_scaling.ron.
     #[arg(long)]
@@ -65,6 +67,18 @@ pub struct Args {
     /// forward+backward passes each), logged as `stability/hessian_top_eig`.
     #[arg(long)]
     pub hessian_every: Option<u64>,
+    /// Log weight and gradient histograms every N steps (0 = never).
+    #[arg(long)]
+    pub histogram_every: Option<u64>,
+    /// Validation batches per evaluation.
+    #[arg(long)]
+    pub eval_batches: Option<usize>,
+    /// ε of the logit sharpness (the box is |y_i| ≤ ε(|x_i|+1)).
+    #[arg(long)]
+    pub sharpness_eps: Option<f64>,
+    /// A loss above this multiple of the first loss counts as divergence (must be > 1).
+    #[arg(long)]
+    pub divergence_threshold: Option<f64>,
     /// Run directory (default runs/<recipe>-<model>-lr<lr>-s<seed>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -111,6 +125,12 @@ impl Args {
             checkpoint_every,
             hessian_every,
             device
+        );
+        set!(
+            histogram_every,
+            eval_batches,
+            sharpness_eps,
+            divergence_threshold
         );
         if let Some(d) = &self.run_dir {
             c.run_dir = Some(d.clone());

@@ -76,6 +76,13 @@ where
 
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    // One writer per run directory: a sweep restarted while an orphaned worker still trains
+    // here waits for it instead of interleaving checkpoints.
+    let lock_file = std::fs::File::create(run_dir.join(".lock"))?;
+    if lock_file.try_lock().is_err() {
+        eprintln!("waiting for another fp8 train using {}", run_dir.display());
+        lock_file.lock()?;
+    }
     std::fs::write(
         run_dir.join("config.ron"),
         ron::ser::to_string_pretty(cfg, Default::default())?,
