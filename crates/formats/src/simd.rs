@@ -185,15 +185,16 @@ pub(crate) fn cast_plain(data: &mut [f32], k: &Consts, offset: u64) {
 /// scales live on the stack (10 KiB), so the statistics loop reads them from L1.
 pub(crate) const BLOCK: usize = 512;
 
-/// Statistics of one work item in `LANES` independent accumulators. Element `i` of a block
-/// always goes to lane `i % LANES`, and the f32 lane sums of a block are added to the f64 lane
-/// sums at the block's end, so the order of all additions is fixed by the data layout alone
-/// (not by the ISA the code was compiled for, nor by the thread count).
+/// Statistics of one work item. The float sums are kept in `LANES` independent accumulators:
+/// element `i` of a block always goes to lane `i % LANES`, and the f32 lane sums of a block are
+/// added to the f64 lane sums at the block's end, so the order of all float additions is fixed
+/// by the data layout alone (not by the ISA the code was compiled for, nor by the thread
+/// count). Max and counts are exact in any order.
 #[derive(Clone, Copy)]
 struct Lanes {
-    amax: [u32; LANES],
-    under: [u32; LANES],
-    sat: [u32; LANES],
+    amax: u32,
+    under: u64,
+    sat: u64,
     sx2: [f64; LANES],
     se2: [f64; LANES],
 }
@@ -201,9 +202,9 @@ struct Lanes {
 impl Lanes {
     fn new() -> Lanes {
         Lanes {
-            amax: [0; LANES],
-            under: [0; LANES],
-            sat: [0; LANES],
+            amax: 0,
+            under: 0,
+            sat: 0,
             sx2: [0.0; LANES],
             se2: [0.0; LANES],
         }
@@ -211,9 +212,9 @@ impl Lanes {
 
     fn finish(&self, count: u64) -> Acc {
         Acc {
-            amax_bits: self.amax.into_iter().max().unwrap_or(0),
-            under: self.under.iter().map(|&u| u64::from(u)).sum(),
-            sat: self.sat.iter().map(|&u| u64::from(u)).sum(),
+            amax_bits: self.amax,
+            under: self.under,
+            sat: self.sat,
             sx2: self.sx2.iter().sum(),
             se2: self.se2.iter().sum(),
             count,
@@ -221,9 +222,6 @@ impl Lanes {
         }
     }
 }
-
-// The u32 lane counters must not wrap within one work item.
-const _: () = assert!(crate::kernel::CHUNK / LANES < u32::MAX as usize);
 
 /// Where the scale and inverse of block element `i` come from.
 trait BlockScale {
@@ -259,16 +257,20 @@ impl BlockScale for PerElem<'_> {
     }
 }
 
-/// Scale, cast and unscale one block `xs` into `qs`, accumulating statistics into `l`.
+/// Scale, cast and unscale one block `qs` in place, accumulating statistics into `l`.
 ///
-/// Two loops with compile-time trip counts: the cast loop is element-wise (vectorized like
-/// [`plain`]) and writes the overflow flags to the stack; the statistics loop then reads inputs,
-/// outputs and flags back from L1 into `LANES`-wide accumulators that are only ever indexed by
-/// constants, so they live in vector registers. Padding elements (zeros) contribute nothing.
+/// Two loops with compile-time trip counts. The cast loop is element-wise (vectorized like
+/// [`plain`]); it also does the order-free statistics (integer max and counts, which the
+/// vectorizer may reduce in any order) and stores each element's masked `x²` and `(x − q)²` to
+/// the stack buffers `ex` and `ee`. The second loop adds those from L1 into `LANES` f32
+/// accumulators indexed only by constants (so they live in vector registers and the order of
+/// the float additions is fixed). Padding elements (zeros) contribute nothing.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn block<const R: u8, S: BlockScale>(
-    xs: &[f32; BLOCK],
     qs: &mut [f32; BLOCK],
+    ex: &mut [f32; BLOCK],
+    ee: &mut [f32; BLOCK],
     k: &Consts,
     sc: &S,
     idx0: u64,
@@ -276,39 +278,48 @@ fn block<const R: u8, S: BlockScale>(
 ) {
     let hk = hi_key(k.key, idx0);
     let lo0 = idx0 as u32;
-    let mut ov = [0u32; BLOCK];
+    let (mut amax, mut under, mut sat) = (0u32, 0u32, 0u32);
     for i in 0..BLOCK {
-        let x = xs[i];
+        let x = qs[i];
         let (s, inv) = sc.get(i);
         let y = if S::NONE { x } else { x * s };
         let (qb, over) = cast_elem::<R>(y, k, hk, lo0.wrapping_add(i as u32), idx0 + i as u64);
         let q = f32::from_bits(qb);
-        qs[i] = if S::NONE { q } else { q * inv };
-        // A finite x whose scaled value is already non-finite also counts as saturated.
-        ov[i] = u32::from(over | ((y.to_bits() & ABS) >= INF));
-    }
+        let q = if S::NONE { q } else { q * inv };
+        qs[i] = q;
 
-    let mut sx2 = [0f32; LANES];
-    let mut se2 = [0f32; LANES];
-    for c in 0..BLOCK / LANES {
+        let a = x.to_bits() & ABS;
+        let qa = q.to_bits() & ABS;
+        let finite = a < INF;
+        amax = amax.max(sel(finite, a, 0));
+        under += u32::from(finite & (a != 0) & (qa == 0));
+        // A finite x whose scaled value is already non-finite also counts as saturated.
+        sat += u32::from(finite & (over | ((y.to_bits() & ABS) >= INF)));
+        let used = finite & (qa < INF);
+        let d = x - q;
+        ex[i] = f32::from_bits(sel(used, (x * x).to_bits(), 0));
+        ee[i] = f32::from_bits(sel(used, (d * d).to_bits(), 0));
+    }
+    l.amax = l.amax.max(amax);
+    l.under += u64::from(under);
+    l.sat += u64::from(sat);
+
+    lane_sum(ex, &mut l.sx2);
+    lane_sum(ee, &mut l.se2);
+}
+
+/// Add `buf[c·LANES + j]` over `c` into an f32 lane `j`, then the lanes into `out[j]` (one
+/// array at a time: with two, the vectorizer pairs them up into narrow vectors).
+#[inline(always)]
+fn lane_sum(buf: &[f32; BLOCK], out: &mut [f64; LANES]) {
+    let mut acc = [0f32; LANES];
+    for c in buf.chunks_exact(LANES) {
         for j in 0..LANES {
-            let i = c * LANES + j;
-            let (x, q) = (xs[i], qs[i]);
-            let a = x.to_bits() & ABS;
-            let qa = q.to_bits() & ABS;
-            let finite = a < INF;
-            l.amax[j] = l.amax[j].max(sel(finite, a, 0));
-            l.under[j] += u32::from(finite & (a != 0) & (qa == 0));
-            l.sat[j] += u32::from(finite) & ov[i];
-            let used = finite & (qa < INF);
-            let d = x - q;
-            sx2[j] += f32::from_bits(sel(used, (x * x).to_bits(), 0));
-            se2[j] += f32::from_bits(sel(used, (d * d).to_bits(), 0));
+            acc[j] += c[j];
         }
     }
     for j in 0..LANES {
-        l.sx2[j] += f64::from(sx2[j]);
-        l.se2[j] += f64::from(se2[j]);
+        out[j] += f64::from(acc[j]);
     }
 }
 
@@ -448,7 +459,8 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     let k = *k; // a local copy: LLVM then keeps the constants in registers
     let k = &k;
     let mut lanes = Lanes::new();
-    let mut xs = [0f32; BLOCK];
+    let mut ex = [0f32; BLOCK];
+    let mut ee = [0f32; BLOCK];
     let mut tail = [0f32; BLOCK];
     let mut sc = [0f32; BLOCK];
     let mut inv = [0f32; BLOCK];
@@ -456,19 +468,23 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     for (b, chunk) in data.chunks_mut(BLOCK).enumerate() {
         let flat = start + b * BLOCK;
         let n = chunk.len();
-        xs[..n].copy_from_slice(chunk);
-        xs[n..].fill(0.0);
+        // A full block is cast in place; the last, short one through a zero-padded copy.
         let qs: &mut [f32; BLOCK] = match chunk.try_into() {
             Ok(full) => full,
-            Err(_) => &mut tail,
+            Err(_) => {
+                tail[..n].copy_from_slice(chunk);
+                tail[n..].fill(0.0);
+                &mut tail
+            }
         };
         let idx0 = flat as u64;
+        let (ex, ee) = (&mut ex, &mut ee);
         if l.none {
-            block::<R, _>(&xs, qs, k, &NoScale, idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, k, &NoScale, idx0, &mut lanes);
         } else if let Some(rule) = l.fused {
             // Whole tiles of `tc` elements (the last one possibly cut short by the data end;
             // its zero padding does not change the amax).
-            for (t, seg) in xs.chunks_exact(l.tc).enumerate() {
+            for (t, seg) in qs.chunks_exact(l.tc).enumerate() {
                 if t * l.tc >= n {
                     break;
                 }
@@ -482,11 +498,11 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
                 scale_sum += f64::from(s);
                 tiles += 1;
             }
-            block::<R, _>(&xs, qs, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, k, &PerElem(&sc, &inv), idx0, &mut lanes);
         } else if let Some((s, i)) = fill_scales(l, flat, n, &mut sc, &mut inv) {
-            block::<R, _>(&xs, qs, k, &Uniform(s, i), idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, k, &Uniform(s, i), idx0, &mut lanes);
         } else {
-            block::<R, _>(&xs, qs, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, k, &PerElem(&sc, &inv), idx0, &mut lanes);
         }
         if n < BLOCK {
             chunk.copy_from_slice(&tail[..n]);
