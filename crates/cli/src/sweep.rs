@@ -40,19 +40,7 @@ pub struct SweepFile {
 
 impl SweepFile {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read sweep file {}", path.display()))?;
-        let s: SweepFile = fp8_core::recipe::ron_options()
-            .from_str(&text)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    e.position.line,
-                    e.position.col,
-                    e.code
-                )
-            })?;
+        let s: SweepFile = crate::train::config::read_ron(path, "sweep file")?;
         if s.recipes.is_empty() || s.learning_rates.is_empty() || s.seeds.is_empty() {
             bail!(
                 "{}: `recipes`, `learning_rates` and `seeds` must each name at least one value",

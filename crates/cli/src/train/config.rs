@@ -97,22 +97,27 @@ impl Default for TrainConfig {
     }
 }
 
+/// Read a RON file in fp8's dialect; errors name the file (as `what`), line and column.
+pub fn read_ron<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))?;
+    fp8_core::recipe::ron_options()
+        .from_str(&text)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.position.line,
+                e.position.col,
+                e.code
+            )
+        })
+}
+
 impl TrainConfig {
     /// Read a `--config` RON file; errors name the file, line and column.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        fp8_core::recipe::ron_options()
-            .from_str(&text)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    e.position.line,
-                    e.position.col,
-                    e.code
-                )
-            })
+        read_ron(path, "config")
     }
 
     /// The recipe's short name (file stem), used in run names and results.
