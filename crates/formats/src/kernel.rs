@@ -342,7 +342,14 @@ pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, rnd: u32) -> (u32, bool
                 R_ZERO => lo,
                 R_AWAY => self32((af - lo) * 2.0 >= k.q, hi, lo), // 2·d is exact; q/2 may underflow
                 _ => {
-                    let frac = ((af - lo) * k.frac_c1 * k.frac_c2) as i32 as u32;
+                    let f = (af - lo) * k.frac_c1 * k.frac_c2; // in [0, 2^31) when finite
+                                                               // `as i32` saturates, which LLVM does lane by lane on x86; make the value
+                                                               // safe (NaN or out of range → 0, only for non-finite x whose result is
+                                                               // patched below) and convert without the checks.
+                    #[allow(clippy::manual_range_contains)] // `&`: no short-circuit branch
+                    let f = self32((f >= 0.0) & (f < 2147483648.0), f, 0.0);
+                    // SAFETY: f is finite and in [0, 2^31), so it fits in i32.
+                    let frac = unsafe { f.to_int_unchecked::<i32>() } as u32;
                     self32((rnd >> 1) < frac, hi, lo)
                 }
             }

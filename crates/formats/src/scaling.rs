@@ -181,33 +181,67 @@ fn is_pow2(x: f32) -> bool {
 
 /// The MX shared exponent of a block with largest magnitude `amax`.
 pub fn mx_shared_exp(amax: f32, elem: Format, rule: MxRule) -> i32 {
-    if !(amax > 0.0 && amax.is_finite()) {
-        return 0;
+    MxConsts::new(elem, rule).shared_exp(amax)
+}
+
+/// What [`mx_shared_exp`] needs from the element format, computed once per tensor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MxConsts {
+    rule: MxRule,
+    fmax: f32,
+    emax: i32,
+    /// Half an ulp of the element mantissa in f32 mantissa units ([`MxRule::Even`]).
+    even_add: u32,
+}
+
+impl MxConsts {
+    pub(crate) fn new(elem: Format, rule: MxRule) -> MxConsts {
+        let fmax = elem.max();
+        let m = u32::from(elem.man_bits.min(23));
+        MxConsts {
+            rule,
+            fmax,
+            emax: floor_log2(fmax),
+            even_add: if m < 23 { 1u32 << (22 - m) } else { 0 },
+        }
     }
-    let fmax = elem.max();
-    let emax = floor_log2(fmax);
-    let e = match rule {
-        MxRule::Floor => floor_log2(amax) - emax,
-        MxRule::Ceil => floor_log2(amax) + i32::from(!is_pow2(amax)) - emax,
-        MxRule::Even => {
-            // Round the amax to the element's mantissa width (half up, carrying into the
-            // exponent), then floor: torchao's `ScaleCalculationMode.EVEN`.
-            let m = u32::from(elem.man_bits.min(23));
-            let b = amax.to_bits();
-            let add = if m < 23 { 1u32 << (22 - m) } else { 0 };
-            floor_log2(f32::from_bits((b + add) & 0xff80_0000).max(f32::MIN_POSITIVE.min(amax)))
-                - emax
+
+    /// `emax` when the rule is [`MxRule::Floor`] and `emax ≥ 0`: then every subnormal amax
+    /// gives the clamp −127, so the exponent is a few integer operations on the amax bits
+    /// (see `simd::fused_block`).
+    pub(crate) fn floor_emax(&self) -> Option<i32> {
+        (self.rule == MxRule::Floor && self.emax >= 0).then_some(self.emax)
+    }
+
+    #[inline]
+    pub(crate) fn shared_exp(&self, amax: f32) -> i32 {
+        if !(amax > 0.0 && amax.is_finite()) {
+            return 0;
         }
-        MxRule::Rceil => {
-            let r = amax / fmax;
-            if r == 0.0 {
-                -127
-            } else {
-                floor_log2(r) + i32::from(!is_pow2(r))
+        let emax = self.emax;
+        let e = match self.rule {
+            MxRule::Floor => floor_log2(amax) - emax,
+            MxRule::Ceil => floor_log2(amax) + i32::from(!is_pow2(amax)) - emax,
+            MxRule::Even => {
+                // Round the amax to the element's mantissa width (half up, carrying into the
+                // exponent), then floor: torchao's `ScaleCalculationMode.EVEN`.
+                let b = amax.to_bits();
+                floor_log2(
+                    f32::from_bits((b + self.even_add) & 0xff80_0000)
+                        .max(f32::MIN_POSITIVE.min(amax)),
+                ) - emax
             }
-        }
-    };
-    e.clamp(-127, 127)
+            MxRule::Rceil => {
+                let r = amax / self.fmax;
+                if r == 0.0 {
+                    -127
+                } else {
+                    floor_log2(r) + i32::from(!is_pow2(r))
+                }
+            }
+        };
+        e.clamp(-127, 127)
+    }
 }
 
 /// Quantize `data` (C order, `shape`) in place: scale, cast, unscale. Returns the telemetry.
@@ -261,10 +295,7 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
     let periodic = tr == 1 && (rows == 1 || cols.is_multiple_of(tc)) && BLOCK.is_multiple_of(tc);
     let fused = match spec.scaling {
         _ if !periodic => None,
-        Scaling::Mx { rule, .. } => Some(TileRule::Mx {
-            elem: cast.format,
-            rule,
-        }),
+        Scaling::Mx { rule, .. } => Some(TileRule::Mx(MxConsts::new(cast.format, rule))),
         Scaling::Row { pow2 } | Scaling::Col { pow2 } | Scaling::Block { pow2, .. } => {
             Some(TileRule::Current { fmt_max, pow2 })
         }

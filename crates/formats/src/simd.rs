@@ -224,17 +224,22 @@ impl Lanes {
 }
 
 /// Where the scale and inverse of block element `i` come from.
+///
+/// The block is walked as `BLOCK / G` groups of `G` elements; `get(t, u)` is element `u` of
+/// group `t`. A scale that is constant over a group (an MX block) is then a broadcast in the
+/// vectorized inner loop rather than a load per element.
 trait BlockScale {
     /// No scaling at all: skip both multiplies (so NaN payloads pass through as in `cast_slice`).
     const NONE: bool = false;
-    fn get(&self, i: usize) -> (f32, f32);
+    const G: usize = BLOCK;
+    fn get(&self, t: usize, u: usize) -> (f32, f32);
 }
 
 struct NoScale;
 impl BlockScale for NoScale {
     const NONE: bool = true;
     #[inline(always)]
-    fn get(&self, _: usize) -> (f32, f32) {
+    fn get(&self, _: usize, _: usize) -> (f32, f32) {
         (1.0, 1.0)
     }
 }
@@ -243,7 +248,7 @@ impl BlockScale for NoScale {
 struct Uniform(f32, f32);
 impl BlockScale for Uniform {
     #[inline(always)]
-    fn get(&self, _: usize) -> (f32, f32) {
+    fn get(&self, _: usize, _: usize) -> (f32, f32) {
         (self.0, self.1)
     }
 }
@@ -252,8 +257,18 @@ impl BlockScale for Uniform {
 struct PerElem<'a>(&'a [f32; BLOCK], &'a [f32; BLOCK]);
 impl BlockScale for PerElem<'_> {
     #[inline(always)]
-    fn get(&self, i: usize) -> (f32, f32) {
-        (self.0[i], self.1[i])
+    fn get(&self, _: usize, u: usize) -> (f32, f32) {
+        (self.0[u], self.1[u])
+    }
+}
+
+/// One scale per group of `TC` elements (`scale[t]`, `inv[t]` for group `t`).
+struct PerTile<'a, const TC: usize>(&'a [f32; BLOCK], &'a [f32; BLOCK]);
+impl<const TC: usize> BlockScale for PerTile<'_, TC> {
+    const G: usize = TC;
+    #[inline(always)]
+    fn get(&self, t: usize, _: usize) -> (f32, f32) {
+        (self.0[t], self.1[t])
     }
 }
 
@@ -271,6 +286,7 @@ fn block<const R: u8, S: BlockScale>(
     qs: &mut [f32; BLOCK],
     ex: &mut [f32; BLOCK],
     ee: &mut [f32; BLOCK],
+    fl: &mut [u32; BLOCK],
     k: &Consts,
     sc: &S,
     idx0: u64,
@@ -279,26 +295,42 @@ fn block<const R: u8, S: BlockScale>(
     let hk = hi_key(k.key, idx0);
     let lo0 = idx0 as u32;
     let (mut amax, mut under, mut sat) = (0u32, 0u32, 0u32);
-    for i in 0..BLOCK {
-        let x = qs[i];
-        let (s, inv) = sc.get(i);
-        let y = if S::NONE { x } else { x * s };
-        let (qb, over) = cast_elem::<R>(y, k, hk, lo0.wrapping_add(i as u32), idx0 + i as u64);
-        let q = f32::from_bits(qb);
-        let q = if S::NONE { q } else { q * inv };
-        qs[i] = q;
+    for t in 0..BLOCK / S::G {
+        for u in 0..S::G {
+            let i = t * S::G + u;
+            let x = qs[i];
+            let (s, inv) = sc.get(t, u);
+            let y = if S::NONE { x } else { x * s };
+            let (qb, over) = cast_elem::<R>(y, k, hk, lo0.wrapping_add(i as u32), idx0 + i as u64);
+            let q = f32::from_bits(qb);
+            let q = if S::NONE { q } else { q * inv };
+            qs[i] = q;
 
-        let a = x.to_bits() & ABS;
-        let qa = q.to_bits() & ABS;
-        let finite = a < INF;
-        amax = amax.max(sel(finite, a, 0));
-        under += u32::from(finite & (a != 0) & (qa == 0));
-        // A finite x whose scaled value is already non-finite also counts as saturated.
-        sat += u32::from(finite & (over | ((y.to_bits() & ABS) >= INF)));
-        let used = finite & (qa < INF);
-        let d = x - q;
-        ex[i] = f32::from_bits(sel(used, (x * x).to_bits(), 0));
-        ee[i] = f32::from_bits(sel(used, (d * d).to_bits(), 0));
+            let a = x.to_bits() & ABS;
+            let qa = q.to_bits() & ABS;
+            let finite = a < INF;
+            let un = u32::from(finite & (a != 0) & (qa == 0));
+            // A finite x whose scaled value is already non-finite also counts as saturated.
+            let sa = u32::from(finite & (over | ((y.to_bits() & ABS) >= INF)));
+            if S::G == BLOCK {
+                amax = amax.max(sel(finite, a, 0));
+                under += un;
+                sat += sa;
+            } else {
+                // Reductions in a short inner loop would be finished after every group; store
+                // the flags and count them once per block instead. The caller has the amax.
+                fl[i] = un | (sa << 16);
+            }
+            let used = finite & (qa < INF);
+            let d = x - q;
+            ex[i] = f32::from_bits(sel(used, (x * x).to_bits(), 0));
+            ee[i] = f32::from_bits(sel(used, (d * d).to_bits(), 0));
+        }
+    }
+    if S::G < BLOCK {
+        let both: u32 = fl.iter().sum();
+        under = both & 0xffff;
+        sat = both >> 16;
     }
     l.amax = l.amax.max(amax);
     l.under += u64::from(under);
@@ -333,14 +365,8 @@ fn sel(c: bool, a: u32, b: u32) -> u32 {
 /// quantize pass (see [`Layout::fused`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum TileRule {
-    Mx {
-        elem: crate::Format,
-        rule: crate::MxRule,
-    },
-    Current {
-        fmt_max: f32,
-        pow2: bool,
-    },
+    Mx(crate::scaling::MxConsts),
+    Current { fmt_max: f32, pow2: bool },
 }
 
 /// How scales are laid out over the 2-D view `[rows, cols]`: tiles of `tr × tc` with one
@@ -423,12 +449,12 @@ fn fill_scales(
 }
 
 /// The `(scale, inverse)` of a tile with largest finite magnitude `amax_bits`.
-#[inline]
+#[inline(always)]
 fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
     let amax = f32::from_bits(amax_bits);
     match rule {
-        TileRule::Mx { elem, rule } => {
-            let e = crate::scaling::mx_shared_exp(amax, elem, rule);
+        TileRule::Mx(mx) => {
+            let e = mx.shared_exp(amax);
             (exp2i(-e), exp2i(e))
         }
         TileRule::Current { fmt_max, pow2 } => {
@@ -436,6 +462,72 @@ fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
             (s, 1.0 / s)
         }
     }
+}
+
+type BlockArgs<'a> = (
+    &'a mut [f32; BLOCK],
+    &'a mut [f32; BLOCK],
+    &'a mut [f32; BLOCK],
+    &'a mut [u32; BLOCK],
+    &'a Consts,
+    u64,
+    &'a mut Lanes,
+);
+
+/// A block of whole `TC`-element tiles (`n` real elements): each tile's amax (a few full
+/// vectors and one horizontal max), its scale, then [`block`] with one broadcast scale per
+/// tile. Returns the sum and number of the scales of the real tiles.
+#[inline(always)]
+fn fused_block<const R: u8, const TC: usize>(
+    (qs, ex, ee, fl, k, idx0, lanes): BlockArgs<'_>,
+    n: usize,
+    rule: TileRule,
+    sc: &mut [f32; BLOCK],
+    inv: &mut [f32; BLOCK],
+) -> (f64, usize) {
+    let mut amax = [0u32; BLOCK / 16];
+    for (t, tile) in qs.chunks_exact(TC).enumerate() {
+        let mut m = [0u32; LANES];
+        for c in tile.chunks_exact(LANES) {
+            for j in 0..LANES {
+                let a = c[j].to_bits() & ABS;
+                m[j] = m[j].max(sel(a < INF, a, 0));
+            }
+        }
+        amax[t] = m.into_iter().fold(0, u32::max);
+    }
+    let used = n.div_ceil(TC);
+    let floor_emax = match rule {
+        TileRule::Mx(mx) => mx.floor_emax(),
+        TileRule::Current { .. } => None,
+    };
+    if let Some(emax) = floor_emax {
+        // OCP MX FLOOR, branch-free over the block's tiles: floor(log2(amax)) from the
+        // exponent field (a subnormal amax clamps to −127 anyway), amax 0 → exponent 0.
+        let pow2 = |e: i32| f32::from_bits(sel(e >= -126, ((e + 127) as u32) << 23, 0x40_0000));
+        for t in 0..BLOCK / TC {
+            let b = amax[t];
+            let fl = if b >= 0x80_0000 {
+                (b >> 23) as i32 - 127
+            } else {
+                -150
+            };
+            let e = (fl - emax).clamp(-127, 127);
+            let e = if b == 0 { 0 } else { e };
+            (sc[t], inv[t]) = (pow2(-e), pow2(e));
+        }
+    } else {
+        for t in 0..BLOCK / TC {
+            (sc[t], inv[t]) = tile_scale(rule, amax[t]);
+        }
+    }
+    let mut sum = 0f64;
+    for (t, &s) in sc[..BLOCK / TC].iter().enumerate() {
+        sum += if t < used { f64::from(s) } else { 0.0 };
+    }
+    lanes.amax = lanes.amax.max(amax.into_iter().fold(0, u32::max));
+    block::<R, _>(qs, ex, ee, fl, k, &PerTile::<TC>(sc, inv), idx0, lanes);
+    (sum, used)
 }
 
 /// `2^e` exactly, for `e` in `[-149, 127]`.
@@ -446,6 +538,23 @@ pub(crate) fn exp2i(e: i32) -> f32 {
     } else {
         f32::from_bits(1u32 << (e + 149))
     }
+}
+
+/// Ask for a block two ahead, so that its cache misses overlap this block's arithmetic (each
+/// block is read in one burst, then worked on from L1 for a while).
+#[inline(always)]
+fn prefetch_block(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    for line in 0..BLOCK * 4 / 64 {
+        // SAFETY: prefetching has no side effects and cannot fault; `p` points into the slice.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(line * 16).cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[inline(always)]
@@ -461,13 +570,19 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     let mut lanes = Lanes::new();
     let mut ex = [0f32; BLOCK];
     let mut ee = [0f32; BLOCK];
+    let mut fl = [0u32; BLOCK];
     let mut tail = [0f32; BLOCK];
     let mut sc = [0f32; BLOCK];
     let mut inv = [0f32; BLOCK];
     let (mut scale_sum, mut tiles) = (0f64, 0u64);
+    let nblocks = data.len().div_ceil(BLOCK);
+    let base = data.as_ptr();
     for (b, chunk) in data.chunks_mut(BLOCK).enumerate() {
         let flat = start + b * BLOCK;
         let n = chunk.len();
+        if b + 2 < nblocks {
+            prefetch_block(base.wrapping_add((b + 2) * BLOCK));
+        }
         // A full block is cast in place; the last, short one through a zero-padded copy.
         let qs: &mut [f32; BLOCK] = match chunk.try_into() {
             Ok(full) => full,
@@ -478,31 +593,42 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
             }
         };
         let idx0 = flat as u64;
-        let (ex, ee) = (&mut ex, &mut ee);
+        let (ex, ee, fl) = (&mut ex, &mut ee, &mut fl);
         if l.none {
-            block::<R, _>(qs, ex, ee, k, &NoScale, idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, fl, k, &NoScale, idx0, &mut lanes);
         } else if let Some(rule) = l.fused {
             // Whole tiles of `tc` elements (the last one possibly cut short by the data end;
             // its zero padding does not change the amax).
-            for (t, seg) in qs.chunks_exact(l.tc).enumerate() {
-                if t * l.tc >= n {
-                    break;
+            let args = (qs, ex, ee, fl, k, idx0, &mut lanes);
+            let (sum, used) = match l.tc {
+                16 => fused_block::<R, 16>(args, n, rule, &mut sc, &mut inv),
+                32 => fused_block::<R, 32>(args, n, rule, &mut sc, &mut inv),
+                64 => fused_block::<R, 64>(args, n, rule, &mut sc, &mut inv),
+                128 => fused_block::<R, 128>(args, n, rule, &mut sc, &mut inv),
+                tc => {
+                    let (qs, ex, ee, fl, k, idx0, lanes) = args;
+                    let mut sum = 0f64;
+                    let used = n.div_ceil(tc);
+                    for (t, tile) in qs.chunks_exact(tc).take(used).enumerate() {
+                        let a = tile.iter().fold(0u32, |m, &x| {
+                            let a = x.to_bits() & ABS;
+                            m.max(sel(a < INF, a, 0))
+                        });
+                        let (s, i) = tile_scale(rule, a);
+                        sc[t * tc..(t + 1) * tc].fill(s);
+                        inv[t * tc..(t + 1) * tc].fill(i);
+                        sum += f64::from(s);
+                    }
+                    block::<R, _>(qs, ex, ee, fl, k, &PerElem(&sc, &inv), idx0, lanes);
+                    (sum, used)
                 }
-                let amax = seg.iter().fold(0u32, |m, &x| {
-                    let a = x.to_bits() & ABS;
-                    m.max(if a < INF { a } else { 0 })
-                });
-                let (s, i) = tile_scale(rule, amax);
-                sc[t * l.tc..(t + 1) * l.tc].fill(s);
-                inv[t * l.tc..(t + 1) * l.tc].fill(i);
-                scale_sum += f64::from(s);
-                tiles += 1;
-            }
-            block::<R, _>(qs, ex, ee, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+            };
+            scale_sum += sum;
+            tiles += used as u64;
         } else if let Some((s, i)) = fill_scales(l, flat, n, &mut sc, &mut inv) {
-            block::<R, _>(qs, ex, ee, k, &Uniform(s, i), idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, fl, k, &Uniform(s, i), idx0, &mut lanes);
         } else {
-            block::<R, _>(qs, ex, ee, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+            block::<R, _>(qs, ex, ee, fl, k, &PerElem(&sc, &inv), idx0, &mut lanes);
         }
         if n < BLOCK {
             chunk.copy_from_slice(&tail[..n]);
