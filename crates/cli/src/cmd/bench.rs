@@ -44,7 +44,8 @@ pub struct CastArgs {
     /// Scaling, as for `fp8 cast --scaling` (none, tensor, row, col, block:RxC, mx, …).
     #[arg(long, default_value = "none", value_parser = parse_scaling)]
     pub scaling: Scaling,
-    /// Minimum measuring time per kernel, in seconds.
+    /// Minimum measuring time per kernel, in seconds (the kernels are timed in interleaved
+    /// rounds).
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
 }
@@ -56,18 +57,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Median seconds per call of `f`, over at least `min_s` seconds and 5 calls (after a warm-up).
-fn time(min_s: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 5 || start.elapsed().as_secs_f64() < min_s {
-        let t = Instant::now();
+/// Median seconds per call of each kernel, timed in interleaved rounds (one call of each per
+/// round, after a warm-up round) for at least `min_s` seconds and 5 rounds, plus the median over
+/// rounds of each kernel's time divided by the first kernel's time in the same round. On a
+/// shared, noisy machine the per-round ratio is steadier than a ratio of separate runs.
+fn time_rounds<const K: usize>(min_s: f64, fs: &mut [&mut dyn FnMut(); K]) -> ([f64; K], [f64; K]) {
+    for f in fs.iter_mut() {
         f();
-        times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let mut times: [Vec<f64>; K] = std::array::from_fn(|_| Vec::new());
+    let start = Instant::now();
+    while times[0].len() < 5 || start.elapsed().as_secs_f64() < min_s * K as f64 {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let s = Instant::now();
+            f();
+            t.push(s.elapsed().as_secs_f64());
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratios: [f64; K] = std::array::from_fn(|k| {
+        median(times[k].iter().zip(&times[0]).map(|(t, b)| t / b).collect())
+    });
+    (times.map(median), ratios)
 }
 
 fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
@@ -88,7 +102,6 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let mut dst = vec![0f32; a.elements];
-    let mut work = src.clone();
     let cast_spec = CastSpec::new(a.format)
         .with_rounding(a.rounding)
         .with_seed(1);
@@ -97,9 +110,10 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
         scaling: a.scaling,
     };
     let shape = [a.elements];
-    let (copy_s, quant_s, cast_s) = pool.install(|| {
-        let copy_s = time(a.seconds, || {
-            if a.threads > 1 {
+    let threads = a.threads;
+    let (med, ratio) = pool.install(|| {
+        let mut copy = || {
+            if threads > 1 {
                 dst.par_chunks_mut(1 << 16)
                     .zip(src.par_chunks(1 << 16))
                     .for_each(|(d, s)| d.copy_from_slice(s));
@@ -107,16 +121,20 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
                 dst.copy_from_slice(&src);
             }
             std::hint::black_box(&mut dst);
-        });
-        let quant_s = time(a.seconds, || {
-            std::hint::black_box(quantize(&mut work, &shape, &qspec));
-        });
-        let cast_s = time(a.seconds, || {
-            cast_slice(&mut work, &cast_spec, 0);
-            std::hint::black_box(&mut work);
-        });
-        (copy_s, quant_s, cast_s)
+        };
+        // The quantize and cast kernels work in place on `work` (a cast output is its own
+        // fixed point, so every call does the same, data-independent work).
+        let work = std::cell::RefCell::new(src.clone());
+        let mut quant = || {
+            std::hint::black_box(quantize(&mut work.borrow_mut(), &shape, &qspec));
+        };
+        let mut cast = || {
+            cast_slice(&mut work.borrow_mut(), &cast_spec, 0);
+            std::hint::black_box(&mut work.borrow_mut());
+        };
+        time_rounds(a.seconds, &mut [&mut copy, &mut quant, &mut cast])
     });
+    let [copy_s, quant_s, cast_s] = med;
     let n = a.elements as f64;
     let melem = |s: f64| n / s / 1e6;
     let out = serde_json::json!({
@@ -132,7 +150,9 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
         "copy_gb_s": n * 8.0 / copy_s / 1e9,
         "quantize_vs_copy": copy_s / quant_s,
         "cast_slice_vs_copy": copy_s / cast_s,
-        "note": "quantize = scaling + cast + stats in one pass, in place; cast_slice = plain cast without scaling or stats; copy = memcpy of the same buffer (GB/s counts read + write); *_vs_copy = kernel throughput / copy throughput",
+        "quantize_time_over_copy": ratio[1],
+        "cast_slice_time_over_copy": ratio[2],
+        "note": "quantize = scaling + cast + stats in one pass, in place; cast_slice = plain cast without scaling or stats; copy = memcpy of the same buffer (GB/s counts read + write); *_melem_s from the median time per call; *_vs_copy = kernel throughput / copy throughput (from those medians); *_time_over_copy = median over interleaved rounds of kernel time / copy time in the same round (<= 2 means within 2x of copy)",
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
