@@ -12,17 +12,26 @@ use custom_recipe as _;
 
 #[test]
 fn the_cli_that_links_it_lists_it() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fp8-custom")).arg("recipes").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fp8-custom"))
+        .arg("recipes")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stochastic_e5m2"), "{text}");
-    assert!(text.contains("delayed_scaling"), "built-ins stay listed: {text}");
+    assert!(
+        text.contains("delayed_scaling"),
+        "built-ins stay listed: {text}"
+    );
 }
 
 #[test]
 fn the_decorator_applies_it() {
-    let recipe = fp8_core::recipe::from_ron_str(r#"(kind: "stochastic_e5m2", warmup: 1, seed: 7)"#, "example")
-        .unwrap();
+    let recipe = fp8_core::recipe::from_ron_str(
+        r#"(kind: "stochastic_e5m2", warmup: 1, seed: 7)"#,
+        "example",
+    )
+    .unwrap();
     let ctx = PrecisionContext::new(recipe).shared();
     let _active = activate(ctx.clone());
     type B = Precision<NdArray>;
@@ -34,11 +43,17 @@ fn the_decorator_applies_it() {
     let e5m2: fp8_formats::Format = "float8_e5m2".parse().unwrap();
 
     // Step 0 is inside the warm-up: untouched.
-    let y0: Vec<f32> = sites::with("demo", || x.clone().matmul(eye.clone())).into_data().to_vec().unwrap();
+    let y0: Vec<f32> = sites::with("demo", || x.clone().matmul(eye.clone()))
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert_eq!(y0, xs);
 
     ctx.lock().unwrap().end_step();
-    let y1: Vec<f32> = sites::with("demo", || x.clone().matmul(eye.clone())).into_data().to_vec().unwrap();
+    let y1: Vec<f32> = sites::with("demo", || x.clone().matmul(eye.clone()))
+        .into_data()
+        .to_vec()
+        .unwrap();
     for (q, x) in y1.iter().zip(&xs) {
         assert!(e5m2.is_representable(*q), "{q} from {x}");
         // Stochastic rounding picks one of the two neighbours: in [1, 2) E5M2 steps by 0.25.
