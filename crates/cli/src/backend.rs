@@ -17,34 +17,9 @@ pub type Cpu = Flex;
 /// What `fp8 train` runs on the CPU.
 pub type CpuTrain = Precision<Autodiff<Cpu>>;
 
-/// A parsed `--device`.
-pub enum Device {
-    Cpu(<Cpu as burn::tensor::backend::BackendTypes>::Device),
-}
-
-/// Parse `--device` and run `f` with it.
-pub fn with_device<R>(
-    spec: &str,
-    f: impl FnOnce(Device) -> anyhow::Result<R>,
-) -> anyhow::Result<R> {
-    match spec {
-        "cpu" => f(Device::Cpu(Default::default())),
-        #[cfg(not(feature = "cuda"))]
-        s if s.starts_with("cuda") => anyhow::bail!(
-            "--device {s}: this fp8 was built without the `cuda` feature; rebuild with `cargo build --release --features cuda`"
-        ),
-        #[cfg(feature = "cuda")]
-        s if s.starts_with("cuda") => anyhow::bail!(
-            "--device {s}: this command does not run on CUDA yet (its caller matches only `Device::Cpu`; use `with_train_backend!`)"
-        ),
-        s => anyhow::bail!("unknown --device `{s}`; valid: cpu, cuda:N (with the `cuda` feature)"),
-    }
-}
-
 // ---- CUDA (cargo feature `cuda`) -------------------------------------------------------------
-// `Device` above stays CPU-only so that callers matching on it need no `cfg`. Commands that can
-// train on a GPU choose their backend with `train_device` + `with_train_backend!`, where CUDA is
-// one more match arm.
+// Commands choose their backend with `train_device` + `with_train_backend!`, where CUDA is one
+// more match arm.
 
 #[cfg(feature = "cuda")]
 #[path = "backend_cuda.rs"]
@@ -87,7 +62,11 @@ pub fn train_device(spec: &str, dtype: ComputeDtype) -> anyhow::Result<TrainDevi
                 ComputeDtype::Bf16 => TrainDevice::CudaBf16(d),
             })
         }
-        (s, _) => with_device(s, |_| unreachable!("with_device accepts only cpu, handled above")),
+        #[cfg(not(feature = "cuda"))]
+        (s, _) if s.starts_with("cuda") => anyhow::bail!(
+            "--device {s}: this fp8 was built without the `cuda` feature; rebuild with `cargo build --release --features cuda`"
+        ),
+        (s, _) => anyhow::bail!("unknown --device `{s}`; valid: cpu, cuda:N (with the `cuda` feature)"),
     }
 }
 

@@ -8,7 +8,6 @@
 //! loop's own [`optimizer_step`](crate::train::optimizer_step) (forward, backward, the recipe's
 //! end of step, global-norm clipping, AdamW), without logging, evaluation or checkpoints.
 
-use crate::backend::{CpuTrain, Device};
 use crate::train::{optimizer_step, TrainConfig};
 use anyhow::Context;
 use burn::optim::{AdamWConfig, Optimizer};
@@ -52,7 +51,7 @@ pub struct TrainArgs {
     /// Data, as for `fp8 train --data`.
     #[arg(long, default_value = "synthetic")]
     pub data: String,
-    /// Device: cpu.
+    /// Device: cpu, or cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -143,10 +142,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .num_threads(threads)
         .build()
         .context("building the thread pool")?;
-    let device = a.device.clone();
-    crate::backend::with_device(&device, |dev| match dev {
-        Device::Cpu(d) => pool.install(|| bench::<CpuTrain>(&a, threads, &d)),
-    })
+    let device = crate::backend::train_device(&a.device, crate::backend::ComputeDtype::F32)?;
+    crate::with_train_backend!(device, |B, d| pool.install(|| bench::<B>(&a, threads, &d)))
 }
 
 fn bench<B: AutodiffBackend>(

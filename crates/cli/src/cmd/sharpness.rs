@@ -21,7 +21,6 @@
 //! phi = (100 * (f(y) - f(x)) / (1 + f(x))).mean()
 //! ```
 
-use crate::backend::{with_device, CpuTrain, Device};
 use crate::train::checkpoint::{self, LoopState};
 use crate::train::{eval_batches, TrainConfig};
 use anyhow::{bail, Context};
@@ -78,9 +77,8 @@ pub struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let report = with_device(&args.device, |dev| match dev {
-        Device::Cpu(d) => measure::<CpuTrain>(&args, &d),
-    })?;
+    let device = crate::backend::train_device(&args.device, crate::backend::ComputeDtype::F32)?;
+    let report = crate::with_train_backend!(device, |B, d| measure::<B>(&args, &d))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
