@@ -19,5 +19,7 @@ mod stats;
 
 pub use format::{Family, Format, FormatError, Rounding};
 pub use kernel::{cast_scalar, cast_slice, CastSpec};
-pub use scaling::{mx_shared_exp, quantize, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale};
+pub use scaling::{
+    floor_log2, mx_shared_exp, quantize, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale,
+};
 pub use stats::Stats;

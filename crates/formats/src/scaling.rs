@@ -158,8 +158,8 @@ pub(crate) fn current_scale(fmt_max: f32, amax: f32, pow2: bool) -> f32 {
     s
 }
 
-/// floor(log2(x)) for positive finite x (subnormals included).
-fn floor_log2(x: f32) -> i32 {
+/// floor(log2(x)) for positive finite x (subnormals included), exact from the bit pattern.
+pub fn floor_log2(x: f32) -> i32 {
     let b = x.to_bits() & 0x7fff_ffff;
     let e = (b >> 23) as i32;
     if e == 0 {

@@ -349,7 +349,7 @@ fn tile_scales<B: Backend>(
     let positive = amax.clone().greater_elem(0.0);
     match *scaling {
         Scaling::Mx { rule, .. } => {
-            let emax = floor_log2(fmt_max);
+            let emax = fp8_formats::floor_log2(fmt_max);
             let shared = match rule {
                 MxRule::Rceil => {
                     let r = amax.clone().div_scalar(fmt_max);
@@ -399,17 +399,6 @@ fn tile_scales<B: Backend>(
             (s, inv)
         }
         _ => unreachable!("tile_scales: only current-amax and MX schemes have tile scales"),
-    }
-}
-
-/// floor(log2(x)) for positive finite x (subnormals included), on the host.
-fn floor_log2(x: f32) -> i32 {
-    let b = x.to_bits() & 0x7fff_ffff;
-    let e = (b >> 23) as i32;
-    if e == 0 {
-        -127 - (b.leading_zeros() as i32 - 9)
-    } else {
-        e - 127
     }
 }
 
