@@ -246,13 +246,16 @@ fn baseline_of<'a>(
     name: &str,
     runs: &'a [FinishedRun],
 ) -> Option<&'a FinishedRun> {
-    runs.iter().find(|b| {
-        b.config.recipe_name() == name
-            && b.config.model == c.model
-            && b.config.data == c.data
-            && b.config.lr == c.lr
-            && b.config.seed == c.seed
-    })
+    runs.iter().find(|b| is_baseline_for(&b.config, c, name))
+}
+
+/// Is `b` the run of baseline recipe `name` that `c` is compared with?
+fn is_baseline_for(b: &TrainConfig, c: &TrainConfig, name: &str) -> bool {
+    b.recipe_name() == name
+        && b.model == c.model
+        && b.data == c.data
+        && b.lr == c.lr
+        && b.seed == c.seed
 }
 
 /// Rewrite `results.jsonl` from every finished run of the grid (atomically).
@@ -333,19 +336,11 @@ pub fn run_sweep(
                     .into_owned();
                 match finished(&c)? {
                     Some(run) => {
-                        let mut others = Vec::new();
-                        if let Some(b) = sweep.grid(out).into_iter().find(|b| {
-                            b.recipe_name() == baseline
-                                && b.model == c.model
-                                && b.data == c.data
-                                && b.lr == c.lr
-                                && b.seed == c.seed
-                        }) {
-                            if let Some(b) = finished(&b)? {
-                                others.push(b);
-                            }
-                        }
-                        let line = result_line(&run, baseline_of(&c, &baseline, &others), out);
+                        let base = match grid.iter().find(|b| is_baseline_for(b, &c, &baseline)) {
+                            Some(b) => finished(b)?,
+                            None => None,
+                        };
+                        let line = result_line(&run, base.as_ref(), out);
                         if let Some(w) = fp8_stats::results::append_result(&results_path, &line)? {
                             eprintln!("warning: {w}");
                         }
