@@ -1,8 +1,7 @@
 //! `fp8`: measure how reduced floating-point precision changes LLM training stability.
 //! Subcommands are declared in `app.rs`.
 
-// Keep the built-in recipes linked: they register themselves with `inventory`.
-use fp8_recipes as _;
+// `fp8_cli` links the built-in recipes (they register themselves with `inventory`).
 
 fn main() -> std::process::ExitCode {
     fp8_cli::main()

@@ -478,6 +478,3 @@ inventory::submit! { RecipeKind { name: "mx", description: "OCP MX block scaling
 inventory::submit! { RecipeKind { name: "blockwise", description: "DeepSeek-V3 tiles: 1x128 activations and gradients, 128x128 weights", build: build_blockwise } }
 inventory::submit! { RecipeKind { name: "nvfp4", description: "NVFP4: E2M1 in 16-element blocks, E4M3 block scales, FP32 tensor scale", build: build_nvfp4 } }
 inventory::submit! { RecipeKind { name: "progressive", description: "the format changes with the training step", build: build_progressive } }
-
-/// Marker so binaries can keep this crate linked (`use fp8_recipes::RecipeFile as _;`).
-pub struct RecipeFile;

@@ -23,6 +23,5 @@ mod plan;
 mod targeting;
 
 pub use delayed::{AmaxAlgo, DelayedScaling};
-pub use kinds::RecipeFile;
 pub use plan::{Plan, RoleRule, ScaleRule};
 pub use targeting::{Override, Targeting};
