@@ -49,10 +49,17 @@ fn task_rows(cols: usize) -> usize {
 /// In-place vectorised `exp` of every element (≤ 2 ulp; results below `f32::MIN_POSITIVE` are 0).
 pub fn exp_slice(x: &mut [f32]) {
     if x.len() < PAR_MIN {
-        dispatch(|| rows::exp_inplace(x));
+        dispatch(
+            #[inline(always)]
+            || rows::exp_inplace(x),
+        );
     } else {
-        x.par_chunks_mut(TASK)
-            .for_each(|c| dispatch(|| rows::exp_inplace(c)));
+        x.par_chunks_mut(TASK).for_each(|c| {
+            dispatch(
+                #[inline(always)]
+                || rows::exp_inplace(c),
+            )
+        });
     }
 }
 
@@ -61,12 +68,18 @@ pub fn softmax(x: &[f32], cols: usize, y: &mut [f32]) {
     check_rows("softmax", x.len(), cols);
     check_len("softmax", "y", y.len(), x.len());
     if x.len() < PAR_MIN {
-        dispatch(|| rows::softmax(x, cols, y));
+        dispatch(
+            #[inline(always)]
+            || rows::softmax(x, cols, y),
+        );
     } else {
         let n = task_rows(cols) * cols;
-        x.par_chunks(n)
-            .zip(y.par_chunks_mut(n))
-            .for_each(|(x, y)| dispatch(|| rows::softmax(x, cols, y)));
+        x.par_chunks(n).zip(y.par_chunks_mut(n)).for_each(|(x, y)| {
+            dispatch(
+                #[inline(always)]
+                || rows::softmax(x, cols, y),
+            )
+        });
     }
 }
 
@@ -76,13 +89,21 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
     check_len("softmax_backward", "dy", dy.len(), y.len());
     check_len("softmax_backward", "dx", dx.len(), y.len());
     if y.len() < PAR_MIN {
-        dispatch(|| rows::softmax_backward(y, dy, cols, dx));
+        dispatch(
+            #[inline(always)]
+            || rows::softmax_backward(y, dy, cols, dx),
+        );
     } else {
         let n = task_rows(cols) * cols;
         y.par_chunks(n)
             .zip(dy.par_chunks(n))
             .zip(dx.par_chunks_mut(n))
-            .for_each(|((y, dy), dx)| dispatch(|| rows::softmax_backward(y, dy, cols, dx)));
+            .for_each(|((y, dy), dx)| {
+                dispatch(
+                    #[inline(always)]
+                    || rows::softmax_backward(y, dy, cols, dx),
+                )
+            });
     }
 }
 
@@ -90,11 +111,19 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
 pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
     check_len("gelu_tanh", "y", y.len(), x.len());
     if x.len() < PAR_MIN {
-        dispatch(|| rows::gelu_tanh(x, y));
+        dispatch(
+            #[inline(always)]
+            || rows::gelu_tanh(x, y),
+        );
     } else {
         x.par_chunks(TASK)
             .zip(y.par_chunks_mut(TASK))
-            .for_each(|(x, y)| dispatch(|| rows::gelu_tanh(x, y)));
+            .for_each(|(x, y)| {
+                dispatch(
+                    #[inline(always)]
+                    || rows::gelu_tanh(x, y),
+                )
+            });
     }
 }
 
@@ -103,12 +132,20 @@ pub fn gelu_tanh_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     check_len("gelu_tanh_backward", "dy", dy.len(), x.len());
     check_len("gelu_tanh_backward", "dx", dx.len(), x.len());
     if x.len() < PAR_MIN {
-        dispatch(|| rows::gelu_tanh_backward(x, dy, dx));
+        dispatch(
+            #[inline(always)]
+            || rows::gelu_tanh_backward(x, dy, dx),
+        );
     } else {
         x.par_chunks(TASK)
             .zip(dy.par_chunks(TASK))
             .zip(dx.par_chunks_mut(TASK))
-            .for_each(|((x, dy), dx)| dispatch(|| rows::gelu_tanh_backward(x, dy, dx)));
+            .for_each(|((x, dy), dx)| {
+                dispatch(
+                    #[inline(always)]
+                    || rows::gelu_tanh_backward(x, dy, dx),
+                )
+            });
     }
 }
 
@@ -135,7 +172,10 @@ pub fn norm(
     check_len("norm", "mean", mean.len(), rows);
     check_len("norm", "rstd", rstd.len(), rows);
     if x.len() < PAR_MIN {
-        dispatch(|| rows::norm(x, cols, weight, bias, eps, rms, y, mean, rstd));
+        dispatch(
+            #[inline(always)]
+            || rows::norm(x, cols, weight, bias, eps, rms, y, mean, rstd),
+        );
     } else {
         let tr = task_rows(cols);
         x.par_chunks(tr * cols)
@@ -143,7 +183,10 @@ pub fn norm(
             .zip(mean.par_chunks_mut(tr))
             .zip(rstd.par_chunks_mut(tr))
             .for_each(|(((x, y), mean), rstd)| {
-                dispatch(|| rows::norm(x, cols, weight, bias, eps, rms, y, mean, rstd))
+                dispatch(
+                    #[inline(always)]
+                    || rows::norm(x, cols, weight, bias, eps, rms, y, mean, rstd),
+                )
             });
     }
 }
@@ -184,7 +227,10 @@ pub fn norm_backward(
         |x: &[f32], dy: &[f32], dx: &mut [f32], mean: &[f32], rstd: &[f32], p: &mut [f32]| {
             let (pw, pb) = p.split_at_mut(cols);
             let pb = if with_bias { Some(pb) } else { None };
-            dispatch(|| rows::norm_backward(x, cols, weight, mean, rstd, rms, dy, dx, pw, pb));
+            dispatch(
+                #[inline(always)]
+                || rows::norm_backward(x, cols, weight, mean, rstd, rms, dy, dx, pw, pb),
+            );
         };
     let n = NORM_BLOCK * cols;
     if x.len() < PAR_MIN {
@@ -227,13 +273,21 @@ pub fn cross_entropy(logits: &[f32], cols: usize, targets: &[i64], lse: &mut [f3
     check_targets("cross_entropy", targets, rows, cols);
     check_len("cross_entropy", "lse", lse.len(), rows);
     if logits.len() < PAR_MIN {
-        dispatch(|| rows::logsumexp(logits, cols, lse));
+        dispatch(
+            #[inline(always)]
+            || rows::logsumexp(logits, cols, lse),
+        );
     } else {
         let tr = task_rows(cols);
         logits
             .par_chunks(tr * cols)
             .zip(lse.par_chunks_mut(tr))
-            .for_each(|(x, lse)| dispatch(|| rows::logsumexp(x, cols, lse)));
+            .for_each(|(x, lse)| {
+                dispatch(
+                    #[inline(always)]
+                    || rows::logsumexp(x, cols, lse),
+                )
+            });
     }
     // The total is a sequential f64 sum in row order, independent of how rows were split.
     lse.iter()
@@ -262,7 +316,10 @@ pub fn cross_entropy_backward(
         logits.len(),
     );
     if logits.len() < PAR_MIN {
-        dispatch(|| rows::cross_entropy_backward(logits, cols, targets, lse, scale, dlogits));
+        dispatch(
+            #[inline(always)]
+            || rows::cross_entropy_backward(logits, cols, targets, lse, scale, dlogits),
+        );
     } else {
         let tr = task_rows(cols);
         logits
@@ -271,7 +328,10 @@ pub fn cross_entropy_backward(
             .zip(lse.par_chunks(tr))
             .zip(dlogits.par_chunks_mut(tr * cols))
             .for_each(|(((x, t), l), d)| {
-                dispatch(|| rows::cross_entropy_backward(x, cols, t, l, scale, d))
+                dispatch(
+                    #[inline(always)]
+                    || rows::cross_entropy_backward(x, cols, t, l, scale, d),
+                )
             });
     }
 }
