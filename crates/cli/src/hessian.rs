@@ -36,6 +36,7 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::Batcher;
 use fp8_models::Model;
@@ -168,7 +169,7 @@ pub fn top_eigenvalue<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// The trainer's measurement: the top eigenvalue of the loss on validation batch 0 (the
 /// evaluation's first batch, fixed for the whole run), on a clone of `model`, under the active
 /// recipe's casts with recording off.
-pub fn model_top_eigenvalue<B: AutodiffBackend>(
+pub fn model_top_eigenvalue<B: FusedAutodiffBackend>(
     model: &Model<B>,
     val: &[u32],
     batcher: &Batcher,

@@ -5,12 +5,14 @@
 //! See `../shared/DESIGN.md` §3–§4 for the semantics.
 
 pub mod context;
+pub mod fused;
 pub mod precision;
 pub mod recipe;
 pub mod role;
 pub mod sites;
 
 pub use context::{PrecisionContext, Telemetry};
+pub use fused::{FusedAutodiffBackend, FusedOps};
 pub use precision::{Precision, QuantizeBackend};
 pub use recipe::{Recipe, RecipeError, RecipeKind};
 pub use role::Role;

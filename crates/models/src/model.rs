@@ -16,6 +16,10 @@
 //!   are exactly q and k. The causal mask fills the strict upper triangle with `-inf` before the
 //!   softmax.
 //! - GPT-2's GELU is the tanh approximation (`gelu_new` in HF), as in the released checkpoints.
+//! - The softmax, GELU, LayerNorm/RMSNorm and the cross-entropy are fused backend ops
+//!   ([`fp8_core::fused`]): one op and one autodiff node each, forward and backward, with the math
+//!   stated here. Backends without kernels for them compose them from burn's ops; the model needs
+//!   `B: FusedOps`.
 //! - RoPE uses the "rotate half" layout of HF Llama (pairs `(i, i + head_dim/2)`).
 //! - Smooth-SwiGLU (Fishman et al. 2024, "Scaling FP8 training to trillion-token LLMs"): with
 //!   `h = silu(gate) ⊙ up`, per channel `c` of `h` we take `amax_c = max |h[·, c]|` over every
@@ -35,6 +39,7 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
+use fp8_core::fused::{self, FusedOps};
 use fp8_core::sites;
 
 use crate::config::{Arch, ModelConfig};
@@ -49,23 +54,12 @@ pub struct Norm<B: Backend> {
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
-impl<B: Backend> Norm<B> {
-    /// `LayerNorm` if `rms` is false (mean-centred, biased variance), else `RMSNorm`.
+impl<B: FusedOps> Norm<B> {
+    /// `LayerNorm` if `rms` is false (mean-centred, biased variance), else `RMSNorm`: one fused
+    /// op ([`fused::norm`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, rms: bool, eps: f64) -> Tensor<B, D> {
-        let last = D - 1;
-        let x = if rms {
-            let ms = x.clone().square().mean_dim(last);
-            x / (ms + eps).sqrt()
-        } else {
-            let xc = x.clone() - x.mean_dim(last);
-            let var = xc.clone().square().mean_dim(last);
-            xc / (var + eps).sqrt()
-        };
-        let y = x * self.weight.val().unsqueeze::<D>();
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<D>(),
-            None => y,
-        }
+        let bias = self.bias.as_ref().map(|b| b.val());
+        fused::norm(x, self.weight.val(), bias, eps, rms)
     }
 }
 
@@ -78,7 +72,7 @@ pub struct Attention<B: Backend> {
     pub proj: Linear<B>,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: FusedOps> Attention<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -104,7 +98,7 @@ impl<B: Backend> Attention<B> {
 
         let scores = sites::with("scores", || q.matmul(k.swap_dims(2, 3)));
         let scores = scores * (1.0 / (hd as f64).sqrt());
-        let probs = activation::softmax(scores.mask_fill(future.clone(), f32::NEG_INFINITY), 3);
+        let probs = fused::softmax(scores.mask_fill(future.clone(), f32::NEG_INFINITY));
         let y = sites::with("values", || probs.matmul(v));
 
         let y = y.swap_dims(1, 2).reshape([b, t, nh * hd]);
@@ -172,13 +166,13 @@ pub struct Mlp<B: Backend> {
     pub proj: Linear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: FusedOps> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>, cfg: &ModelConfig) -> Tensor<B, 3> {
         let _mlp = sites::scope("mlp");
         match cfg.arch {
             Arch::Gpt2 => {
                 let h = sites::with("fc", || self.fc.forward(x));
-                let h = gelu_tanh(h);
+                let h = fused::gelu_tanh(h);
                 sites::with("proj", || self.proj.forward(h))
             }
             Arch::Llama => {
@@ -219,19 +213,6 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
-/// GPT-2's GELU, the tanh approximation `½·x·(1 + tanh u)` with `u = √(2/π)·(x + 0.044715·x³)`
-/// (HF `gelu_new`, burn's `activation::gelu_approximate`), computed as `x·σ(2u)` since
-/// `½(1 + tanh u) = σ(2u)`, and `2u` as `x·(c + c·0.044715·x²)`: the same function with one
-/// sigmoid and a few multiplications instead of a `powf` and a `tanh` (both scalar libm calls on
-/// CPU backends, and autodiff recomputes the `tanh` in the backward pass). This was a third of
-/// the CPU step time of `gpt2-mini`.
-fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    // 2·√(2/π)
-    const C: f64 = 2.0 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
-    let two_u = (x.clone() * x.clone() * (C * 0.044715) + C) * x.clone();
-    x * activation::sigmoid(two_u)
-}
-
 /// The causal mask `[b, n_head, t, t]`, true strictly above the diagonal (the future positions).
 /// Built once per forward pass at full size, so `mask_fill` finds it contiguous; an expanded
 /// `[t, t]` mask would be materialized again by every layer, forward and backward.
@@ -262,7 +243,7 @@ pub struct Block<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: FusedOps> Block<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -306,7 +287,7 @@ pub struct Model<B: Backend> {
     pub config: ModelConfig,
 }
 
-impl<B: Backend> Model<B> {
+impl<B: FusedOps> Model<B> {
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (`seq ≤ context`).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let cfg = &self.config;
@@ -356,15 +337,15 @@ impl<B: Backend> Model<B> {
 }
 
 /// Mean cross-entropy of `logits [b, t, v]` against `targets [b, t]`, shape `[1]`.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+///
+/// One fused op ([`fused::cross_entropy`]): the stable log-softmax `x − max − ln Σ exp(x − max)`
+/// at the target, averaged.
+pub fn cross_entropy<B: FusedOps>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
-    let logits = logits.reshape([b * t, v]);
-    // The shift only needs to be *a* large value; detaching it keeps the gradient exact.
-    let max = logits.clone().max_dim(1).detach();
-    let shifted = logits - max;
-    let lse = shifted.clone().exp().sum_dim(1).log();
-    let target_logit = shifted.gather(1, targets.reshape([b * t, 1]));
-    (lse - target_logit).mean()
+    fused::cross_entropy(logits.reshape([b * t, v]), targets.reshape([b * t]))
 }
 
 /// Builds parameters with the deterministic host-side init of [`crate::init`].

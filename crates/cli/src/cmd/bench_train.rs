@@ -13,6 +13,7 @@ use anyhow::Context;
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use fp8_core::context::activate;
+use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
 use fp8_models::{Model, ModelConfig};
@@ -65,7 +66,7 @@ struct Runner<B: AutodiffBackend, O> {
     times: Vec<f64>,
 }
 
-impl<B: AutodiffBackend, O: Optimizer<Model<B>, B>> Runner<B, O> {
+impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Runner<B, O> {
     /// One timed optimizer step (`step` selects the data and the learning rate).
     fn step(
         &mut self,
@@ -146,7 +147,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     crate::with_train_backend!(device, |B, d| pool.install(|| bench::<B>(&a, threads, &d)))
 }
 
-fn bench<B: AutodiffBackend>(
+fn bench<B: FusedAutodiffBackend>(
     a: &TrainArgs,
     threads: usize,
     device: &B::Device,

@@ -26,8 +26,8 @@ use crate::train::{eval_batches, TrainConfig};
 use anyhow::{bail, Context};
 use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 use fp8_core::context::activate;
+use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
 use fp8_models::{Model, ModelConfig};
@@ -117,7 +117,7 @@ fn locate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, LoopState)> {
     )
 }
 
-fn measure<B: AutodiffBackend>(args: &Args, device: &B::Device) -> anyhow::Result<Report> {
+fn measure<B: FusedAutodiffBackend>(args: &Args, device: &B::Device) -> anyhow::Result<Report> {
     let (run_dir, ckpt, state) = locate(&args.checkpoint)?;
     let mut cfg = TrainConfig::from_file(&run_dir.join("config.ron"))?;
     let recipe_name = cfg.recipe_name();

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use fp8_core::context::activate;
+use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec, TokenDataset};
 use fp8_io::tensorboard::EventWriter;
@@ -63,7 +64,7 @@ type Recorded = BinFileRecorder<FullPrecisionSettings>;
 /// With `resume`, continue from the run directory's latest checkpoint.
 pub fn train<B>(cfg: &TrainConfig, device: &B::Device, resume: bool) -> anyhow::Result<Summary>
 where
-    B: AutodiffBackend,
+    B: FusedAutodiffBackend,
 {
     cfg.validate()?;
     let run_dir = cfg.resolved_run_dir();
@@ -277,7 +278,7 @@ where
 
 /// Forward and backward over step `step`'s `cfg.grad_accum` micro-batches of `train` (under the
 /// active precision context): the mean loss and the accumulated gradients.
-pub fn gradients<B: AutodiffBackend>(
+pub fn gradients<B: FusedAutodiffBackend>(
     model: &Model<B>,
     train: &[u32],
     batcher: &Batcher,
@@ -305,7 +306,7 @@ pub fn gradients<B: AutodiffBackend>(
 /// [`gradients`], the recipe's end of step, global-norm clipping, the AdamW update. Returns the
 /// updated model, the loss and the gradient norm before clipping. `fp8 bench train` times this.
 #[allow(clippy::too_many_arguments)]
-pub fn optimizer_step<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
+pub fn optimizer_step<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>>(
     model: Model<B>,
     optim: &mut O,
     train: &[u32],
@@ -365,7 +366,7 @@ fn check_fit(cfg: &TrainConfig, model: &ModelConfig, data: &TokenDataset) -> any
 
 /// Validation loss and mean last-token logit sharpness, with the recipe's casts applied but not
 /// recorded.
-fn evaluate<B: AutodiffBackend>(
+fn evaluate<B: FusedAutodiffBackend>(
     model: &Model<B>,
     data: &TokenDataset,
     batcher: &Batcher,
@@ -406,7 +407,7 @@ pub struct EvalBatch {
 /// Validation batches `0..n` of `val` (`Batcher::val_batch`, `cfg.batch × cfg.seq`) through
 /// `model` on the inner (non-autodiff) backend, under the active recipe's casts with recording
 /// off, so the recipe's scaling state and telemetry are untouched. `fp8 sharpness` uses it too.
-pub fn eval_batches<B: AutodiffBackend>(
+pub fn eval_batches<B: FusedAutodiffBackend>(
     model: &Model<B>,
     val: &[u32],
     batcher: &Batcher,
