@@ -24,8 +24,9 @@ pub(crate) fn softmax(x: &[f32], cols: usize, y: &mut [f32]) {
         }
         // exp and sum in one pass, storing e^(x−m); the row is still in cache for the scaling.
         let mut acc = [0.0f32; L];
-        let (mut cx, mut cy) = (xr.chunks_exact(L), yr.chunks_exact_mut(L));
-        for (a, b) in (&mut cx).zip(&mut cy) {
+        let (xb, xt) = xr.as_chunks::<L>();
+        let (yb, yt) = yr.as_chunks_mut::<L>();
+        for (a, b) in xb.iter().zip(yb) {
             for i in 0..L {
                 let e = exp1(a[i] - m);
                 b[i] = e;
@@ -33,7 +34,7 @@ pub(crate) fn softmax(x: &[f32], cols: usize, y: &mut [f32]) {
             }
         }
         let mut s = crate::simd::hsum(acc);
-        for (a, b) in cx.remainder().iter().zip(cy.into_remainder()) {
+        for (a, b) in xt.iter().zip(yt) {
             let e = exp1(a - m);
             *b = e;
             s += e;
@@ -157,17 +158,11 @@ pub(crate) fn norm_backward(
     {
         // Pass 1: Σg and Σg·x̂ (g = dy·w, x̂ = (x−mean)·rstd) and the weight/bias partials.
         let (mut ag, mut agx) = ([0.0f32; L], [0.0f32; L]);
-        let body = cols - cols % L;
-        let (xb, xt) = xr.split_at(body);
-        let (dyb, dyt) = dyr.split_at(body);
-        let (wb, wt) = weight.split_at(body);
-        let (pwb, pwt) = pw.split_at_mut(body);
-        for (((xc, dc), wc), pc) in xb
-            .chunks_exact(L)
-            .zip(dyb.chunks_exact(L))
-            .zip(wb.chunks_exact(L))
-            .zip(pwb.chunks_exact_mut(L))
-        {
+        let (xb, xt) = xr.as_chunks::<L>();
+        let (dyb, dyt) = dyr.as_chunks::<L>();
+        let (wb, wt) = weight.as_chunks::<L>();
+        let (pwb, pwt) = pw.as_chunks_mut::<L>();
+        for (((xc, dc), wc), pc) in xb.iter().zip(dyb).zip(wb).zip(pwb) {
             for i in 0..L {
                 let xh = (xc[i] - m) * rs;
                 let g = dc[i] * wc[i];

@@ -125,15 +125,15 @@ pub(crate) fn hsum(mut a: [f32; L]) -> f32 {
 /// Largest element (−∞ for an empty slice; NaNs are skipped).
 #[inline(always)]
 pub(crate) fn max(x: &[f32]) -> f32 {
+    let (body, tail) = x.as_chunks::<L>();
     let mut acc = [f32::NEG_INFINITY; L];
-    let mut ch = x.chunks_exact(L);
-    for c in &mut ch {
+    for c in body {
         for i in 0..L {
             acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
         }
     }
     let mut m = f32::NEG_INFINITY;
-    for v in acc.into_iter().chain(ch.remainder().iter().copied()) {
+    for &v in acc.iter().chain(tail) {
         m = if v > m { v } else { m };
     }
     m
@@ -143,15 +143,15 @@ pub(crate) fn max(x: &[f32]) -> f32 {
 /// only on the length.
 #[inline(always)]
 pub(crate) fn sum_map(a: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
+    let (body, tail) = a.as_chunks::<L>();
     let mut acc = [0.0f32; L];
-    let mut ch = a.chunks_exact(L);
-    for c in &mut ch {
+    for c in body {
         for i in 0..L {
             acc[i] += f(c[i]);
         }
     }
     let mut s = hsum(acc);
-    for &v in ch.remainder() {
+    for &v in tail {
         s += f(v);
     }
     s
@@ -161,15 +161,16 @@ pub(crate) fn sum_map(a: &[f32], mut f: impl FnMut(f32) -> f32) -> f32 {
 #[inline(always)]
 pub(crate) fn sum_map2(a: &[f32], b: &[f32], mut f: impl FnMut(f32, f32) -> f32) -> f32 {
     assert_eq!(a.len(), b.len());
+    let (ab, at) = a.as_chunks::<L>();
+    let (bb, bt) = b.as_chunks::<L>();
     let mut acc = [0.0f32; L];
-    let (mut ca, mut cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    for (x, y) in (&mut ca).zip(&mut cb) {
+    for (x, y) in ab.iter().zip(bb) {
         for i in 0..L {
             acc[i] += f(x[i], y[i]);
         }
     }
     let mut s = hsum(acc);
-    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+    for (&x, &y) in at.iter().zip(bt) {
         s += f(x, y);
     }
     s
