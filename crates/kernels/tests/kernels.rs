@@ -183,6 +183,19 @@ fn exp_special_values() {
     assert!(ulps(x[9], 88.5f64.exp()) <= 2.0, "exp(88.5) = {}", x[9]);
     assert_eq!(x[10], f32::INFINITY);
     assert_eq!(x[11], f32::INFINITY);
+    // The ends of the normal range.
+    let mut x = [-87.33, 88.72];
+    k::exp_slice(&mut x);
+    assert!(
+        ulps(x[0], (-87.33f32 as f64).exp()) <= 2.0,
+        "exp(-87.33) = {}",
+        x[0]
+    );
+    assert!(
+        ulps(x[1], (88.72f32 as f64).exp()) <= 2.0,
+        "exp(88.72) = {}",
+        x[1]
+    );
 }
 
 // ---------- softmax ----------
