@@ -5,9 +5,17 @@
 //! [`quantize_host`]. The context is thread-local for the same reason as the site scopes: burn's
 //! CPU backends run forward and backward on the calling thread, and parallel tests must not see
 //! each other's recipes.
+//!
+//! # What a cast measures
+//!
+//! Statistics cost more than the cast itself, and most steps need none of them: telemetry is
+//! written only every `log_every` steps, and only recipes with scaling state (delayed scaling's
+//! amax history) look at every step's casts. [`PrecisionContext::measure`] combines the two: the
+//! trainer turns [`PrecisionContext::set_telemetry`] on for the steps it logs, and
+//! [`Recipe::observe_needs`] says what the recipe reads. Quantized values never depend on it.
 
 use crate::{Recipe, Role};
-use fp8_formats::{QuantSpec, Stats};
+use fp8_formats::{Measure, QuantSpec, Stats};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +29,8 @@ pub struct PrecisionContext {
     step: u64,
     telemetry: Telemetry,
     recording: bool,
+    /// Gather this step's telemetry (see [`PrecisionContext::set_telemetry`]).
+    logging: bool,
 }
 
 impl PrecisionContext {
@@ -30,6 +40,7 @@ impl PrecisionContext {
             step: 0,
             telemetry: Telemetry::new(),
             recording: true,
+            logging: true,
         }
     }
 
@@ -65,14 +76,37 @@ impl PrecisionContext {
         self.recording = on;
     }
 
-    /// Record one cast: tell the recipe, and merge into this step's telemetry (a site called
-    /// several times in one step, as with gradient accumulation, keeps the largest amax and
-    /// count-weighted fractions and SNR).
+    /// Whether this step's casts gather telemetry (on by default). A training loop turns it
+    /// off for the steps whose telemetry it does not log: their casts then measure only what
+    /// the recipe itself needs ([`Recipe::observe_needs`]), and [`end_step`](Self::end_step)
+    /// hands back an empty map. The quantized values are the same either way.
+    pub fn set_telemetry(&mut self, on: bool) {
+        self.logging = on;
+    }
+
+    /// What a cast made now must measure: everything when telemetry is gathered, nothing while
+    /// recording is off, else what the recipe observes.
+    pub fn measure(&self) -> Measure {
+        if !self.recording {
+            Measure::Nothing
+        } else if self.logging {
+            Measure::Full
+        } else {
+            self.recipe.observe_needs()
+        }
+    }
+
+    /// Record one cast: tell the recipe, and merge into this step's telemetry when it is
+    /// gathered (a site called several times in one step, as with gradient accumulation, keeps
+    /// the largest amax and count-weighted fractions and SNR).
     pub fn record(&mut self, site: &str, role: Role, stats: &Stats) {
         if !self.recording {
             return;
         }
         self.recipe.observe(site, role, stats);
+        if !self.logging {
+            return;
+        }
         self.telemetry
             .entry((site.to_string(), role))
             .and_modify(|t| *t = merge(t, stats))
@@ -147,16 +181,46 @@ pub fn active_spec(site: &str, role: Role) -> Option<QuantSpec> {
     with_active(|c| c.spec(site, role)).flatten()
 }
 
+/// The spec the active recipe gives `role` of `site` now and what the cast must measure
+/// ([`PrecisionContext::measure`]); `None` when no context is active or the tensor stays f32.
+pub fn active_cast(site: &str, role: Role) -> Option<(QuantSpec, Measure)> {
+    with_active(|c| c.spec(site, role).map(|s| (s, c.measure()))).flatten()
+}
+
+/// Record a cast made under [`active_cast`] with the statistics its `measure` gathered (a cast
+/// that measured nothing has nothing to tell).
+pub fn record_cast(site: &str, role: Role, stats: &Stats, measure: Measure) {
+    if measure != Measure::Nothing {
+        with_active(|c| c.record(site, role, stats));
+    }
+}
+
 /// Quantize host data in place for `role` of `site` under the active recipe and record the
 /// telemetry. Returns false (and leaves `data` alone) when no recipe is active or the recipe keeps
 /// this tensor in f32.
 pub fn quantize_host(site: &str, role: Role, data: &mut [f32], shape: &[usize]) -> bool {
+    quantize_host_from(site, role, fp8_formats::Source::InPlace, data, shape)
+}
+
+/// [`quantize_host`] reading the input from `src` (see [`fp8_formats::quantize_from`]) and
+/// writing the quantized values to `dst` (C order, `shape`). Returns false, leaving `dst` alone,
+/// when no recipe is active or the recipe keeps this tensor in f32.
+pub fn quantize_host_from(
+    site: &str,
+    role: Role,
+    src: fp8_formats::Source<'_>,
+    dst: &mut [f32],
+    shape: &[usize],
+) -> bool {
     with_active(|c| {
         let Some(spec) = c.spec(site, role) else {
             return false;
         };
-        let stats = fp8_formats::quantize(data, shape, &spec);
-        c.record(site, role, &stats);
+        let measure = c.measure();
+        let stats = fp8_formats::quantize_from(src, dst, shape, &spec, measure);
+        if measure != Measure::Nothing {
+            c.record(site, role, &stats);
+        }
         true
     })
     .unwrap_or(false)

@@ -75,7 +75,7 @@ mod forward;
 mod hook;
 
 pub use device::quantize_via_device;
-pub use hook::{quantize_via_host, QuantizeBackend};
+pub use hook::{quantize_flex, quantize_via_host, QuantizeBackend};
 
 use crate::{sites, Role};
 use burn_backend::backend::{AutodiffBackend, Backend, BackendTypes, ExecutionError};

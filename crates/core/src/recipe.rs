@@ -20,7 +20,7 @@
 //! and any binary that links the crate (`use my_recipes as _;`) finds it by name.
 
 use crate::Role;
-use fp8_formats::{QuantSpec, Stats};
+use fp8_formats::{Measure, QuantSpec, Stats};
 use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
@@ -31,7 +31,18 @@ pub trait Recipe: Send {
     fn spec(&self, site: &str, role: Role, step: u64) -> Option<QuantSpec>;
 
     /// Told what a cast did; delayed scaling records the amax here.
+    ///
+    /// On steps that log no telemetry the casts measure only what
+    /// [`observe_needs`](Recipe::observe_needs) asks for, and the fields of `stats` beyond it are
+    /// not meaningful.
     fn observe(&mut self, _site: &str, _role: Role, _stats: &Stats) {}
+
+    /// Which statistics [`observe`](Recipe::observe) reads, on every step: `Amax` for delayed
+    /// scaling, `Nothing` for a recipe without scaling state (casts then skip the statistics
+    /// pass on steps that log no telemetry). The default, `Full`, is always correct.
+    fn observe_needs(&self) -> Measure {
+        Measure::Full
+    }
 
     /// Called once after each optimizer step's backward pass: update scales, roll histories.
     fn end_step(&mut self) {}

@@ -161,6 +161,11 @@ pub(crate) struct Consts {
     pub(crate) key: (u32, u32),
     pub(crate) e8m0: bool,
     pub(crate) identity: bool,
+    /// The target's smallest normal exponent is f32's (8 exponent bits), so its subnormal
+    /// quantum `2^(emin − m)` is exactly what the integer rounding of the normal path gives an
+    /// f32 subnormal (`2^−149 · 2^(23 − m)`): the subnormal path can be skipped, with the same
+    /// bits, for every rounding but stochastic (whose random bits are used differently there).
+    pub(crate) sub_free: bool,
     pub(crate) rounding: u8,
     pub(crate) saturate: bool,
     nearest_ties_up: bool,
@@ -253,6 +258,7 @@ impl Consts {
             key: (seed_mix as u32, (seed_mix >> 32) as u32),
             e8m0: fam == Family::E8m0,
             identity: f == Format::FLOAT32 && spec.subnormals && !sat,
+            sub_free: emin == -126 && fam != Family::E8m0 && spec.rounding != Rounding::Stochastic,
             rounding: rounding_code(spec.rounding),
             saturate: sat,
             nearest_ties_up: fam == Family::E8m0,
@@ -311,6 +317,17 @@ fn self32(c: bool, a: f32, b: f32) -> f32 {
 /// Result of casting one value: output bits and whether a finite input overflowed.
 #[inline(always)]
 pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, rnd: u32) -> (u32, bool) {
+    cast_bits_sub::<R, true>(x, k, rnd)
+}
+
+/// [`cast_bits`], with the subnormal path compiled out when `SUB` is false: only valid when
+/// [`Consts::sub_free`] holds.
+#[inline(always)]
+pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
+    x: u32,
+    k: &Consts,
+    rnd: u32,
+) -> (u32, bool) {
     let sign = x & SIGN;
     let a = x & ABS;
     let e = a >> 23;
@@ -329,6 +346,10 @@ pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, rnd: u32) -> (u32, bool
         _ => ((rnd >> 1) >> (31 - k.sh)) < rem,
     };
     let normal = (kept + u32::from(up)) << k.sh;
+
+    if !SUB {
+        return finish(normal, sign, a, k);
+    }
 
     // Subnormal range: constant quantum q, rounded by the FPU then corrected.
     let af = f32::from_bits(a);
@@ -356,6 +377,13 @@ pub(crate) fn cast_bits<const R: u8>(x: u32, k: &Consts, rnd: u32) -> (u32, bool
         }
     };
     let mag = sel(e < k.e_min, sub.to_bits(), normal);
+    finish(mag, sign, a, k)
+}
+
+/// The rounded magnitude `mag` of `|x|` (bits `a`, sign bit `sign`) to output bits: flush,
+/// overflow, signed zero and the special values.
+#[inline(always)]
+fn finish(mag: u32, sign: u32, a: u32, k: &Consts) -> (u32, bool) {
     // Flush: `flush_below` is min_normal when flushing, else 0 (nothing is below 0).
     let mag = sel(mag < k.flush_below, 0, mag);
 

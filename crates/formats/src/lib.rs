@@ -10,11 +10,14 @@
 //! - [`CastSpec`]: format + [`Rounding`] + saturate + subnormals + stochastic seed.
 //! - [`Scaling`] and [`QuantSpec`]: how scales are chosen (none, tensor, row, col, block, MX, NVFP4).
 //! - [`quantize`]: the slice kernel, returning [`Stats`] (amax, scale, underflow, saturation, SNR).
+//! - [`quantize_from`]: the same values read from a shared or strided [`Source`] into a fresh
+//!   buffer in one pass, gathering only the statistics a [`Measure`] asks for.
 
 mod format;
 mod kernel;
 mod scaling;
 mod simd;
+mod source;
 mod stats;
 
 pub use format::{Family, Format, FormatError, Rounding};
@@ -22,4 +25,5 @@ pub use kernel::{cast_scalar, cast_slice, CastSpec};
 pub use scaling::{
     floor_log2, mx_shared_exp, quantize, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale,
 };
+pub use source::{quantize_from, quantize_into, Measure, Source, StridedView};
 pub use stats::Stats;

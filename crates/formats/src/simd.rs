@@ -7,8 +7,11 @@
 //! block of `BLOCK` elements; the order of all additions is fixed by the data layout alone.
 
 use crate::kernel::{
-    cast_bits, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST, R_STOCH, R_ZERO,
+    cast_bits, cast_bits_sub, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST, R_STOCH,
+    R_ZERO,
 };
+
+use std::mem::MaybeUninit;
 
 const LANES: usize = 16;
 const ABS: u32 = 0x7fff_ffff;
@@ -179,6 +182,134 @@ impl Job for Plain<'_> {
 
 pub(crate) fn cast_plain(data: &mut [f32], k: &Consts, offset: u64) {
     dispatch(Plain { data, k, offset });
+}
+
+/// Largest finite magnitude of `x` as bits (0 for NaN and ±inf): the `amax` of [`Stats`].
+///
+/// [`Stats`]: crate::Stats
+#[inline(always)]
+fn finite_abs_bits(x: f32) -> u32 {
+    let a = x.to_bits() & ABS;
+    sel(a < INF, a, 0)
+}
+
+/// One element of [`Elementwise`]: exactly what [`block`] computes for it (scale, cast,
+/// unscale; no multiplies at all without scaling), without the statistics.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ew_one<const R: u8, const SCALED: bool, const SUB: bool>(
+    x: f32,
+    s: f32,
+    inv: f32,
+    k: &Consts,
+    hk: u32,
+    lo: u32,
+    index: u64,
+) -> f32 {
+    let y = if SCALED { x * s } else { x };
+    let q = if SUB {
+        f32::from_bits(cast_elem::<R>(y, k, hk, lo, index).0)
+    } else {
+        f32::from_bits(cast_bits_sub::<R, false>(y.to_bits(), k, 0).0)
+    };
+    if SCALED {
+        q * inv
+    } else {
+        q
+    }
+}
+
+#[inline(always)]
+fn ew_loop<const R: u8, const SCALED: bool, const SUB: bool>(
+    data: EwData<'_>,
+    k: &Consts,
+    (s, inv): (f32, f32),
+    offset: u64,
+) -> u32 {
+    let k = *k; // a local copy: LLVM then keeps the constants in registers
+    let k = &k;
+    let mut amax = 0u32;
+    match data {
+        EwData::From(src, dst) => {
+            assert_eq!(src.len(), dst.len());
+            for (st, e) in runs(offset, dst.len()) {
+                let base = offset + st as u64;
+                let (hk, lo0) = (hi_key(k.key, base), base as u32);
+                for (i, (d, &x)) in dst[st..e].iter_mut().zip(&src[st..e]).enumerate() {
+                    let lo = lo0.wrapping_add(i as u32);
+                    d.write(ew_one::<R, SCALED, SUB>(
+                        x,
+                        s,
+                        inv,
+                        k,
+                        hk,
+                        lo,
+                        base + i as u64,
+                    ));
+                    amax = amax.max(finite_abs_bits(x));
+                }
+            }
+        }
+        EwData::InPlace(data) => {
+            for (st, e) in runs(offset, data.len()) {
+                let base = offset + st as u64;
+                let (hk, lo0) = (hi_key(k.key, base), base as u32);
+                for (i, d) in data[st..e].iter_mut().enumerate() {
+                    let x = *d;
+                    let lo = lo0.wrapping_add(i as u32);
+                    *d = ew_one::<R, SCALED, SUB>(x, s, inv, k, hk, lo, base + i as u64);
+                    amax = amax.max(finite_abs_bits(x));
+                }
+            }
+        }
+    }
+    amax
+}
+
+/// What [`Elementwise`] works on.
+pub(crate) enum EwData<'a> {
+    /// Quantize in place.
+    InPlace(&'a mut [f32]),
+    /// Read the first slice, write every element of the second (which may start uninitialized).
+    From(&'a [f32], &'a mut [MaybeUninit<f32>]),
+}
+
+/// Quantize with no tiles and no statistics but the amax, one scale for everything. The values are those of [`Tiled`] with
+/// the same scale, bit for bit. Returns the amax bits of the input.
+pub(crate) struct Elementwise<'a> {
+    pub data: EwData<'a>,
+    pub k: &'a Consts,
+    /// `(scale, inverse)`, `None` for no scaling.
+    pub scale: Option<(f32, f32)>,
+    /// Element index of the first element (stochastic rounding).
+    pub offset: u64,
+}
+
+impl Job for Elementwise<'_> {
+    type Out = u32;
+    #[inline(always)]
+    fn run(self) -> u32 {
+        if self.k.e8m0 {
+            return ew::<{ u8::MAX }, true>(self);
+        }
+        match (self.k.rounding, self.k.sub_free) {
+            (R_NEAREST, true) => ew::<R_NEAREST, false>(self),
+            (R_NEAREST, false) => ew::<R_NEAREST, true>(self),
+            (R_ZERO, true) => ew::<R_ZERO, false>(self),
+            (R_ZERO, false) => ew::<R_ZERO, true>(self),
+            (R_AWAY, true) => ew::<R_AWAY, false>(self),
+            (R_AWAY, false) => ew::<R_AWAY, true>(self),
+            _ => ew::<R_STOCH, true>(self),
+        }
+    }
+}
+
+#[inline(always)]
+fn ew<const R: u8, const SUB: bool>(j: Elementwise<'_>) -> u32 {
+    match j.scale {
+        None => ew_loop::<R, false, SUB>(j.data, j.k, (1.0, 1.0), j.offset),
+        Some(s) => ew_loop::<R, true, SUB>(j.data, j.k, s, j.offset),
+    }
 }
 
 /// Elements per block of the quantize pass: a block's inputs, outputs, overflow flags and

@@ -4,7 +4,7 @@
 use crate::delayed::DelayedScaling;
 use crate::targeting::{Target, Targeting};
 use fp8_core::{Recipe, RecipeError, Role};
-use fp8_formats::{CastSpec, Format, QuantSpec, Rounding, Scaling, Stats, TensorScale};
+use fp8_formats::{CastSpec, Format, Measure, QuantSpec, Rounding, Scaling, Stats, TensorScale};
 use std::collections::BTreeMap;
 
 /// How a role's scale is chosen.
@@ -115,6 +115,16 @@ impl Recipe for Plan {
         }
         if let Some(d) = &mut self.delayed {
             d.record(&Plan::key(site, role), stats.amax);
+        }
+    }
+
+    /// Delayed scaling records the amax of every cast of its roles; nothing else looks.
+    fn observe_needs(&self) -> Measure {
+        let delayed_rule = self.rules.values().any(|r| r.scale == ScaleRule::Delayed);
+        if self.delayed.is_some() && delayed_rule {
+            Measure::Amax
+        } else {
+            Measure::Nothing
         }
     }
 

@@ -247,3 +247,24 @@ fn errors_say_where_and_what() {
         Err(RecipeError::Io { .. })
     ));
 }
+
+#[test]
+fn only_delayed_scaling_observes_its_casts() {
+    use fp8_formats::Measure;
+    // Steps without telemetry measure what the recipe reads: the amax for delayed scaling,
+    // nothing for the stateless kinds.
+    for entry in std::fs::read_dir(recipes_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "ron") {
+            continue;
+        }
+        let r = from_file(&path).unwrap();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let want = if name == "delayed_scaling" {
+            Measure::Amax
+        } else {
+            Measure::Nothing
+        };
+        assert_eq!(r.observe_needs(), want, "{name}");
+    }
+}

@@ -6,7 +6,10 @@
 //! optimizer steps alternately, so a burst of load from elsewhere hits both; the *ratio* of their
 //! median step times is then a stable figure even when tokens/s is not. Each step is the training
 //! loop's own [`optimizer_step`](crate::train::optimizer_step) (forward, backward, the recipe's
-//! end of step, global-norm clipping, AdamW), without logging, evaluation or checkpoints.
+//! end of step, global-norm clipping, AdamW), without logging, evaluation or checkpoints. As in
+//! training, the casts gather precision telemetry only on the steps training would log
+//! ([`logs_at`](crate::train::logs_at), every `log_every` = 10 steps by default) and
+//! otherwise only what the recipe needs.
 
 use crate::train::{optimizer_step, TrainConfig};
 use anyhow::Context;
@@ -138,12 +141,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(threads > 0, "--threads must be positive");
-    // CPU backends parallelise with rayon; inside `install` they see this pool's size.
+    let device = crate::backend::train_device(&a.device, crate::backend::ComputeDtype::F32)?;
+    // Step on this thread with rayon's global pool, as `fp8 train` does. Not inside a pool's
+    // `install`: the steps would then run on a pool worker, whose allocations come from a
+    // per-thread malloc arena that glibc unmaps and maps again as its heaps empty and refill,
+    // every step (page faults the main thread's heap does not take), so the bench would time
+    // allocator churn that training does not have.
+    let global = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .is_ok()
+        || rayon::current_num_threads() == threads;
+    if global {
+        return crate::with_train_backend!(device, |B, d| bench::<B>(&a, threads, &d));
+    }
+    // The global pool exists with another size (a caller that ran rayon before us): a pool of
+    // the size asked for, at the cost above.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .context("building the thread pool")?;
-    let device = crate::backend::train_device(&a.device, crate::backend::ComputeDtype::F32)?;
     crate::with_train_backend!(device, |B, d| pool.install(|| bench::<B>(&a, threads, &d)))
 }
 

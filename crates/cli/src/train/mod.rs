@@ -14,4 +14,4 @@ mod run;
 
 pub use config::TrainConfig;
 pub use run::{eval_batches, EvalBatch};
-pub use run::{gradients, optimizer_step, train, Outcome, Summary};
+pub use run::{gradients, logs_at, optimizer_step, train, Outcome, Summary};

@@ -156,6 +156,7 @@ where
         let step = state.step;
         let step_start = Instant::now();
         lock(&ctx).set_step(step);
+        lock(&ctx).set_telemetry(logs_at(cfg, step));
         let lr = cfg.lr_at(step);
 
         let (loss_value, mut grads) = gradients(&model, &data.train, &batcher, cfg, step, device)?;
@@ -195,7 +196,7 @@ where
         state.step += 1;
         let step_seconds = step_start.elapsed().as_secs_f64();
 
-        if step % cfg.log_every == 0 || state.step == cfg.steps {
+        if logs_at(cfg, step) {
             let s = step as i64;
             tb.add_scalar("train/loss", loss_value as f32, s)?;
             tb.add_scalar("train/lr", lr as f32, s)?;
@@ -317,10 +318,17 @@ pub fn optimizer_step<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>>(
     ctx: &Mutex<PrecisionContext>,
 ) -> anyhow::Result<(Model<B>, f64, f64)> {
     lock(ctx).set_step(step);
+    lock(ctx).set_telemetry(logs_at(cfg, step));
     let (loss, mut grads) = gradients(&model, train, batcher, cfg, step, device)?;
     lock(ctx).end_step();
     let grad_norm = clip_grad_norm::<B, _>(&model, &mut grads, cfg.clip);
     Ok((optim.step(cfg.lr_at(step), model, grads), loss, grad_norm))
+}
+
+/// Whether the loop writes step `step`'s scalars and precision telemetry; the casts of other
+/// steps gather only what the recipe needs (`PrecisionContext::set_telemetry`).
+pub fn logs_at(cfg: &TrainConfig, step: u64) -> bool {
+    step.is_multiple_of(cfg.log_every) || step + 1 == cfg.steps
 }
 
 fn lock(ctx: &Mutex<PrecisionContext>) -> std::sync::MutexGuard<'_, PrecisionContext> {

@@ -4,17 +4,19 @@
 //! forward or backward); the hook decides *how* on a given backend. This is the seam for a
 //! device path: a CUDA backend implements `quantize_forward` with a kernel that reads the spec
 //! (`crate::context::active_spec`) and records its `Stats` through the context, and nothing
-//! else changes. The CPU backends here (NdArray, Flex) run [`crate::context::quantize_host`] on
-//! the tensor's own `f32` buffer (copy-on-write when it is shared); other dtypes go through
-//! [`quantize_via_host`].
+//! else changes. The CPU backends here run the host kernels on the tensor's own `f32` buffer
+//! when they can: NdArray through [`crate::context::quantize_host`] (copy-on-write when shared),
+//! Flex through [`quantize_flex`] (shared and strided sources read once into a fresh buffer);
+//! other dtypes go through [`quantize_via_host`].
 //!
 //! Because `QuantizeBackend` is defined here, the orphan rule puts its impls for foreign backends
 //! in this crate too: a GPU backend is added behind a cargo feature (e.g. `cuda`, implementing it
 //! for `burn_cuda::Cuda`), and [`quantize_via_host`] is a correct, slow first version for any
 //! backend. Its `Autodiff<B>` impl below is generic and needs no change.
 
-use crate::context::{active_spec, quantize_host};
+use crate::context::{active_cast, active_spec, quantize_host, record_cast};
 use crate::Role;
+use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ndarray::{
     FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
 };
@@ -24,7 +26,11 @@ use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn_backend::tensor::FloatTensor;
-use burn_backend::{read_sync, Backend, DType, TensorData, TensorMetadata};
+use burn_backend::{read_sync, Backend, Bytes, DType, Shape, TensorData, TensorMetadata};
+use fp8_formats::{
+    quantize_from, quantize_into, Measure, QuantSpec, Rounding, Scaling, Source, Stats,
+    StridedView, TensorScale,
+};
 use std::sync::Arc;
 
 /// A backend that can quantize a float tensor for a (site, role) under the active recipe.
@@ -102,31 +108,155 @@ where
 }
 
 impl QuantizeBackend for Flex {
-    /// Fast path for `f32`: quantize the tensor's own buffer in place when nothing else holds it,
-    /// else a private copy (Flex's copy-on-write `storage_mut`, so the input another tensor still
-    /// reads is never written through), with no round trip through `TensorData`. Views that do
-    /// not cover their buffer exactly (strided, offset, narrowed) are made contiguous first.
+    /// `f32` tensors are quantized on their own buffer when nothing else holds it, else into a
+    /// fresh one straight from the shared or strided source (one pass, no copy first); see
+    /// [`quantize_flex`]. Other dtypes go through [`quantize_via_host`].
     fn quantize_forward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self> {
-        if active_spec(site, role).is_none() {
+        let Some((spec, measure)) = active_cast(site, role) else {
             return t;
-        }
+        };
         if t.dtype() != DType::F32 {
             return quantize_via_host::<Self>(t, site, role);
         }
-        let n = t.layout().num_elements();
-        let exact = t.is_contiguous()
-            && t.layout().start_offset() == 0
-            && t.bytes().len() == n * std::mem::size_of::<f32>();
-        let mut t = if exact { t } else { t.to_contiguous() };
-        let shape = t.layout().shape().to_vec();
-        let data = t.storage_mut::<f32>();
-        quantize_host(site, role, &mut data[..n], &shape);
+        let (t, stats) = quantize_flex(t, &spec, measure);
+        record_cast(site, role, &stats, measure);
         t
     }
 
     fn quantize_backward(t: FloatTensor<Self>, _site: &Arc<str>, _role: Role) -> FloatTensor<Self> {
         t
     }
+}
+
+/// Quantize an `f32` Flex tensor for `spec`, gathering what `measure` asks for.
+///
+/// Three cases, cheapest first:
+///
+/// - The cast gives each element a value that depends on that element alone (no tiles, no
+///   stochastic rounding: see [`layout_free`]). Then the result keeps the source's order of
+///   dimensions in memory: a view that covers its buffer exactly (contiguous or a permutation,
+///   such as a transposed key) is quantized in place when the tensor owns the buffer, or read
+///   once into a fresh buffer with the same strides; any other view (a head of a fused QKV
+///   projection, a narrowed slice) is gathered in memory order, whole rows at a time, into a
+///   dense buffer with its dimensions in that order. The GEMMs read strided operands directly,
+///   so nothing is reordered.
+/// - Otherwise the result is C-contiguous, as scaling tiles and stochastic-rounding indices are
+///   defined on the C order: in place when the tensor owns an exactly covering contiguous
+///   buffer, else read once from the slice or strided view.
+/// - Negative strides (flipped views) are made contiguous by Flex first.
+///
+/// The layout of the result depends on `spec` and the layout of `t` only, never on `measure`:
+/// a GEMM's summation order can depend on its operands' strides, and a step that logs telemetry
+/// must compute what any other step would.
+///
+/// In every case the values are those of `fp8_formats::quantize` on the C-order copy of `t`,
+/// bit for bit, and with `Measure::Full` so are the statistics (they sum in C order: a result
+/// kept in another memory order has them computed from a C-order copy, on logging steps only).
+pub fn quantize_flex(mut t: FlexTensor, spec: &QuantSpec, measure: Measure) -> (FlexTensor, Stats) {
+    let layout = t.layout().clone();
+    let n = layout.num_elements();
+    let shape = layout.shape().to_vec();
+    let Some(strides) = layout
+        .strides()
+        .iter()
+        .map(|&s| usize::try_from(s).ok())
+        .collect::<Option<Vec<usize>>>()
+    else {
+        let mut t = t.to_contiguous();
+        let data = &mut t.storage_mut::<f32>()[..n];
+        let stats = quantize_from(Source::InPlace, data, &shape, spec, measure);
+        return (t, stats);
+    };
+    let offset = layout.start_offset();
+    let covers = offset == 0 && t.bytes().len() == n * std::mem::size_of::<f32>();
+
+    // The dimensions in the order of the result's memory: the source's own order when the cast
+    // allows, else C order.
+    let mut order: Vec<usize> = (0..shape.len()).collect();
+    if layout_free(spec) {
+        order.sort_by_key(|&d| std::cmp::Reverse(strides[d]));
+    }
+    let mem_shape: Vec<usize> = order.iter().map(|&d| shape[d]).collect();
+    let mem_strides: Vec<usize> = order.iter().map(|&d| strides[d]).collect();
+    let c_order = order.iter().filter(|&&d| shape[d] > 1).is_sorted();
+    // Statistics sum in a fixed order: in C order, as for any other layout.
+    let (measure, c_stats) = if measure == Measure::Full && !c_order {
+        let view = StridedView {
+            data: t.storage::<f32>(),
+            offset,
+            shape: &shape,
+            strides: &strides,
+        };
+        let mut scratch: Vec<f32> = Vec::with_capacity(n);
+        let scratch = &mut scratch.spare_capacity_mut()[..n];
+        let stats = quantize_into(Source::Strided(view), scratch, &shape, spec, measure);
+        (Measure::Nothing, Some(stats))
+    } else {
+        (measure, None)
+    };
+
+    let dense = covers && is_dense(&mem_shape, &mem_strides);
+    if dense && t.is_unique() {
+        let data = &mut t.storage_mut::<f32>()[..n];
+        let stats = quantize_from(Source::InPlace, data, &mem_shape, spec, measure);
+        return (t, c_stats.unwrap_or(stats));
+    }
+    let src = t.storage::<f32>();
+    let source = if dense {
+        Source::Slice(&src[..n])
+    } else {
+        Source::Strided(StridedView {
+            data: src,
+            offset,
+            shape: &mem_shape,
+            strides: &mem_strides,
+        })
+    };
+    // A fresh buffer, not zeroed: `quantize_into` writes every element.
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let stats = quantize_into(
+        source,
+        &mut out.spare_capacity_mut()[..n],
+        &mem_shape,
+        spec,
+        measure,
+    );
+    // SAFETY: `quantize_into` initialized the first `n` elements.
+    unsafe { out.set_len(n) };
+    // Dense strides in memory order, mapped back to the logical dimensions.
+    let mut out_strides = vec![0isize; shape.len()];
+    let mut acc = 1usize;
+    for &d in order.iter().rev() {
+        out_strides[d] = acc as isize;
+        acc *= shape[d];
+    }
+    let layout = Layout::new(Shape::from(shape), out_strides, 0);
+    let out = FlexTensor::new(Bytes::from_elems(out), layout, DType::F32);
+    (out, c_stats.unwrap_or(stats))
+}
+
+/// Whether quantizing with `spec` gives each element a value that depends on that element
+/// alone, not on its position: no tiles (no scaling or one given tensor scale) and no
+/// stochastic rounding (whose random bits are indexed by C-order position). Then any memory
+/// order gives the same values.
+fn layout_free(spec: &QuantSpec) -> bool {
+    spec.cast.rounding != Rounding::Stochastic
+        && matches!(
+            spec.scaling,
+            Scaling::None | Scaling::Tensor(TensorScale::Given(_))
+        )
+}
+
+/// Do `strides` lay `shape` out densely in C order (size-1 dimensions ignored)?
+fn is_dense(shape: &[usize], strides: &[usize]) -> bool {
+    let mut expect = 1usize;
+    for (&d, &s) in shape.iter().zip(strides).rev() {
+        if d != 1 && s != expect {
+            return false;
+        }
+        expect *= d;
+    }
+    true
 }
 
 /// Backward of `quantize_forward` under autodiff: straight-through (identity) gradient.
