@@ -57,8 +57,9 @@
 //! # Devices
 //!
 //! Nothing here touches host memory: that is the hook's business. `NdArray` and `Flex`
-//! implement [`QuantizeBackend`] through host `f32` ([`quantize_via_host`]); a GPU backend can
-//! implement it with a device kernel and reuse the decorator as is.
+//! implement [`QuantizeBackend`] on their host `f32` buffers (Flex through [`quantize_flex`],
+//! other dtypes through [`quantize_via_host`]); a GPU backend implements it with a device
+//! kernel ([`quantize_via_device`]) and reuses the decorator as is.
 //!
 //! # Limits
 //!

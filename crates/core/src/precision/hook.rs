@@ -133,7 +133,7 @@ impl QuantizeBackend for Flex {
 /// Three cases, cheapest first:
 ///
 /// - The cast gives each element a value that depends on that element alone (no tiles, no
-///   stochastic rounding: see [`layout_free`]). Then the result keeps the source's order of
+///   stochastic rounding: see `layout_free`). Then the result keeps the source's order of
 ///   dimensions in memory: a view that covers its buffer exactly (contiguous or a permutation,
 ///   such as a transposed key) is quantized in place when the tensor owns the buffer, or read
 ///   once into a fresh buffer with the same strides; any other view (a head of a fused QKV
