@@ -20,7 +20,9 @@
 //! inner backend (these are not GEMMs: recipes do not apply to them).
 //!
 //! Models use the tensor-level helpers [`softmax`], [`gelu_tanh`], [`norm`] and
-//! [`cross_entropy`].
+//! [`cross_entropy`]. One more op is about layout, not math: [`contiguous`] copies a strided view
+//! (attention heads) to contiguous memory forward and does the same for its gradient backward,
+//! with a sequential row copy on Flex, whose own copy of such views goes element by element.
 //!
 //! # Shapes
 //!
@@ -47,6 +49,14 @@ use burn_backend::Backend;
 /// A backend with fused softmax, GELU-tanh, LayerNorm/RMSNorm and cross-entropy; see the
 /// [module docs](self). Every method has a composed default ([`defaults`]).
 pub trait FusedOps: Backend {
+    /// `x` laid out contiguously (row-major), forward and backward: the output and the gradient
+    /// passed back to `x` are both contiguous copies when their input is a strided view. A layout
+    /// hint for backends whose generic copies of strided views are slow; values are unchanged.
+    /// Default: `x` itself (no copy, no graph node).
+    fn fused_contiguous(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        x
+    }
+
     /// Softmax over the last dimension. Entries may be `-inf` (masked).
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         defaults::softmax::<Self>(x)
@@ -143,6 +153,10 @@ mod cuda {
 // ---- The decorator: forwarded to the inner backend -------------------------------------------
 
 impl<B: FusedOps + QuantizeBackend> FusedOps for Precision<B> {
+    fn fused_contiguous(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        B::fused_contiguous(x)
+    }
+
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         B::fused_softmax(x)
     }
@@ -210,6 +224,11 @@ fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 
 fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// `x` laid out contiguously, forward and backward ([`FusedOps::fused_contiguous`]).
+pub fn contiguous<B: FusedOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    tensor(B::fused_contiguous(float(x)))
 }
 
 /// Softmax over the last dimension ([`FusedOps::fused_softmax`]).

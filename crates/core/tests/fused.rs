@@ -472,3 +472,70 @@ fn inner_backends_agree() {
         assert_close(&format!("output {k}"), got, want);
     }
 }
+
+// ---- contiguous ------------------------------------------------------------------------------
+
+const CO: [usize; 4] = [2, 5, 3, 4];
+
+/// Views the model makes: heads split from a GEMM output, a narrowed head group, a transposed
+/// (key-like) head, a merged one; and `fused::contiguous` of each forward and backward.
+fn layouts<B: AutodiffBackend + FusedOps>(fused: bool) -> Outcome {
+    let n: usize = CO.iter().product();
+    let x = leaf::<B, 4>(&values(n, 11, 2.0), CO);
+    let c = |t: Tensor<B, 4>| if fused { fused::contiguous(t) } else { t };
+    let split = c(x.clone().swap_dims(1, 2)); // [2, 3, 5, 4]
+    let group = c(split.clone().narrow(1, 1, 2)); // [2, 2, 5, 4]
+    let keys = c(group.clone().swap_dims(2, 3)); // [2, 2, 4, 5]
+    let merged = c(keys
+        .clone()
+        .swap_dims(1, 3)
+        .unsqueeze_dim::<5>(2)
+        .squeeze_dim::<4>(2));
+    let parts = [split, group, keys, merged];
+    let mut value = Vec::new();
+    let mut total = None;
+    for (i, p) in parts.into_iter().enumerate() {
+        value.extend(host(p.clone()));
+        let cot = values(p.dims().iter().product(), 20 + i as u64, 1.0);
+        let cot = Tensor::<B, 4>::from_data(TensorData::new(cot, p.dims()), &p.device());
+        let term = (p * cot).sum();
+        total = Some(match total {
+            None => term,
+            Some(t) => t + term,
+        });
+    }
+    let grads = total.unwrap().backward();
+    Outcome {
+        value,
+        grads: vec![host(x.grad(&grads).unwrap())],
+    }
+}
+
+fn layouts_fused<B: AutodiffBackend + FusedOps>() -> Outcome {
+    layouts::<B>(true)
+}
+
+#[test]
+fn contiguous_keeps_values_and_gradients() {
+    check_all!("contiguous", layouts_fused, layouts::<Reference>(false));
+}
+
+#[test]
+fn flex_contiguous_copies_strided_views_only() {
+    use burn::backend::flex::FlexTensor;
+    let prim = |t: Tensor<Flex, 4>| -> FlexTensor { t.into_primitive().tensor() };
+    let n: usize = CO.iter().product();
+    let x =
+        Tensor::<Flex, 4>::from_data(TensorData::new(values(n, 12, 1.0), CO), &Default::default());
+    let view = x.clone().swap_dims(2, 3);
+    assert!(!prim(view.clone()).is_contiguous());
+    let copy = fused::contiguous(view.clone());
+    assert_eq!(host(copy.clone()), host(view));
+    assert!(prim(copy).is_contiguous());
+    // Already contiguous: the same buffer, not a copy.
+    let same = prim(fused::contiguous(x.clone()));
+    assert!(std::sync::Arc::ptr_eq(
+        &same.data_arc(),
+        &prim(x).data_arc()
+    ));
+}

@@ -86,8 +86,9 @@ impl<B: FusedOps> Attention<B> {
 
         let qkv = sites::with("qkv", || self.qkv.forward(x));
         // [b, t, heads·hd] → [b, heads, t, hd]. Reshaping the contiguous `qkv` first makes every
-        // step a view (no copy); the GEMMs read the strided heads directly.
-        let qkv = qkv.reshape([b, t, nh + 2 * nkv, hd]).swap_dims(1, 2);
+        // step a view (no copy); the GEMMs read the strided heads directly. `fused::contiguous`
+        // (no copy here) has the gradient of these views assembled in one fast pass backward.
+        let qkv = fused::contiguous(qkv.reshape([b, t, nh + 2 * nkv, hd])).swap_dims(1, 2);
         let heads = |first: usize, n: usize| qkv.clone().narrow(1, first, n);
         let (mut q, mut k, v) = (heads(0, nh), heads(nh, nkv), heads(nh + nkv, nkv));
         if let Some(rope) = rope {
@@ -96,12 +97,14 @@ impl<B: FusedOps> Attention<B> {
         }
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
 
+        // `k` copied once forward, so its gradient (which the GEMM produces transposed) is too.
+        let k = fused::contiguous(k);
         let scores = sites::with("scores", || q.matmul(k.swap_dims(2, 3)));
         let scores = scores * (1.0 / (hd as f64).sqrt());
         let probs = fused::softmax(scores.mask_fill(future.clone(), f32::NEG_INFINITY));
         let y = sites::with("values", || probs.matmul(v));
 
-        let y = y.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let y = fused::contiguous(y.swap_dims(1, 2)).reshape([b, t, nh * hd]);
         sites::with("proj", || self.proj.forward(y))
     }
 }

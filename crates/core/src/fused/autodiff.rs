@@ -26,6 +26,17 @@ fn constant<B: FusedOps, C: CheckpointStrategy>(t: FloatTensor<B>) -> FloatTenso
 }
 
 #[derive(Debug)]
+struct Contiguous;
+
+impl<B: FusedOps> Backward<B, 1> for Contiguous {
+    type State = ();
+
+    fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<B, _>(ops.parents, ops.node, grads, B::fused_contiguous);
+    }
+}
+
+#[derive(Debug)]
 struct Softmax;
 
 impl<B: FusedOps> Backward<B, 1> for Softmax {
@@ -150,6 +161,14 @@ impl<B: FusedOps> Backward<B, 1> for CrossEntropy {
 }
 
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_contiguous(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = B::fused_contiguous(x.primitive);
+        Contiguous
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateless(out)
+    }
+
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match Softmax
             .prepare::<C>([x.node.clone()])

@@ -15,10 +15,88 @@ use burn_backend::Bytes;
 /// `t` itself if its elements are one dense range of its buffer, else a contiguous copy.
 fn dense(t: FlexTensor) -> FlexTensor {
     if t.layout().contiguous_offsets().is_some() {
-        t
-    } else {
-        t.to_contiguous()
+        return t;
     }
+    if t.dtype() == DType::F32 {
+        if let Some(copy) = copy_f32(&t) {
+            return copy;
+        }
+    }
+    t.to_contiguous()
+}
+
+/// Dimensions of a strided view with size-1 dimensions dropped and runs that are contiguous
+/// with each other merged: `(shape, strides)`, outermost first.
+fn collapse(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
+    let (mut dims, mut steps): (Vec<usize>, Vec<isize>) = (Vec::new(), Vec::new());
+    for (&n, &s) in shape.iter().zip(strides).filter(|(&n, _)| n != 1) {
+        match (dims.last_mut(), steps.last_mut()) {
+            (Some(d), Some(st)) if *st == s * n as isize => {
+                *d *= n;
+                *st = s;
+            }
+            _ => {
+                dims.push(n);
+                steps.push(s);
+            }
+        }
+    }
+    (dims, steps)
+}
+
+/// A contiguous copy of an `f32` view in one sequential pass over the output: rows of the two
+/// innermost (collapsed) dimensions, copied whole when their elements are adjacent (`memcpy`),
+/// else gathered with a stride (a transpose; one `[rows, cols]` block per outer index, small
+/// enough for the cache here). Burn-flex's own `to_contiguous` walks such 3-D and 4-D views
+/// (attention heads, their gradients) one element at a time through a generic index iterator.
+/// `None` for negative strides (flipped views).
+fn copy_f32(t: &FlexTensor) -> Option<FlexTensor> {
+    let layout = t.layout();
+    if layout.strides().iter().any(|&s| s < 0) {
+        return None;
+    }
+    let shape = layout.shape().clone();
+    let n = shape.num_elements();
+    let src = t.storage::<f32>();
+    let (dims, steps) = collapse(shape.as_slice(), layout.strides());
+    let (mut dims, mut steps) = (dims, steps);
+    while dims.len() < 2 {
+        dims.insert(0, 1);
+        steps.insert(0, 0);
+    }
+    let k = dims.len();
+    let (rows, cols) = (dims[k - 2], dims[k - 1]);
+    let (row_step, col_step) = (steps[k - 2] as usize, steps[k - 1] as usize);
+    let (outer, outer_steps) = (&dims[..k - 2], &steps[..k - 2]);
+    let mut dst: Vec<f32> = Vec::with_capacity(n);
+    let mut index = vec![0usize; outer.len()];
+    let blocks: usize = outer.iter().product();
+    for _ in 0..blocks {
+        let base = layout.start_offset()
+            + index
+                .iter()
+                .zip(outer_steps)
+                .map(|(&i, &s)| i * s as usize)
+                .sum::<usize>();
+        for r in 0..rows {
+            let row = base + r * row_step;
+            if col_step == 1 {
+                dst.extend_from_slice(&src[row..row + cols]);
+            } else {
+                dst.extend((0..cols).map(|c| src[row + c * col_step]));
+            }
+        }
+        // Odometer over the outer dimensions.
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < outer[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    debug_assert_eq!(dst.len(), n);
+    Some(tensor(dst, shape))
 }
 
 /// The elements of a dense `f32` tensor in row-major order.
@@ -62,6 +140,10 @@ fn targets_i64(t: IntTensor<Flex>) -> Vec<i64> {
 }
 
 impl FusedOps for Flex {
+    fn fused_contiguous(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        dense(x)
+    }
+
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if !is_f32(&[&x]) {
             return defaults::softmax::<Self>(x);
