@@ -231,24 +231,22 @@ fn ew_loop<const R: u8, const SCALED: bool, const SUB: bool>(
     let mut amax = 0u32;
     match data {
         EwData::From(src, dst) => {
-            assert_eq!(src.len(), dst.len());
-            for (st, e) in runs(offset, dst.len()) {
-                let base = offset + st as u64;
-                let (hk, lo0) = (hi_key(k.key, base), base as u32);
-                for (i, (d, &x)) in dst[st..e].iter_mut().zip(&src[st..e]).enumerate() {
-                    let lo = lo0.wrapping_add(i as u32);
-                    d.write(ew_one::<R, SCALED, SUB>(
-                        x,
-                        s,
-                        inv,
-                        k,
-                        hk,
-                        lo,
-                        base + i as u64,
-                    ));
-                    amax = amax.max(finite_abs_bits(x));
-                }
+            amax = ew_from::<R, SCALED, SUB>(src, dst, k, (s, inv), offset);
+        }
+        EwData::Runs(src, runs, dst) => {
+            let mut pos = 0;
+            for &(start, len) in runs {
+                let a = ew_from::<R, SCALED, SUB>(
+                    &src[start..start + len],
+                    &mut dst[pos..pos + len],
+                    k,
+                    (s, inv),
+                    offset + pos as u64,
+                );
+                amax = amax.max(a);
+                pos += len;
             }
+            assert_eq!(pos, dst.len(), "the runs fill the destination");
         }
         EwData::InPlace(data) => {
             for (st, e) in runs(offset, data.len()) {
@@ -266,12 +264,46 @@ fn ew_loop<const R: u8, const SCALED: bool, const SUB: bool>(
     amax
 }
 
+/// `dst = q(src)`, returning the amax bits of `src` ([`ew_loop`] for one slice).
+#[inline(always)]
+fn ew_from<const R: u8, const SCALED: bool, const SUB: bool>(
+    src: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    k: &Consts,
+    (s, inv): (f32, f32),
+    offset: u64,
+) -> u32 {
+    assert_eq!(src.len(), dst.len());
+    let mut amax = 0u32;
+    for (st, e) in runs(offset, dst.len()) {
+        let base = offset + st as u64;
+        let (hk, lo0) = (hi_key(k.key, base), base as u32);
+        for (i, (d, &x)) in dst[st..e].iter_mut().zip(&src[st..e]).enumerate() {
+            let lo = lo0.wrapping_add(i as u32);
+            d.write(ew_one::<R, SCALED, SUB>(
+                x,
+                s,
+                inv,
+                k,
+                hk,
+                lo,
+                base + i as u64,
+            ));
+            amax = amax.max(finite_abs_bits(x));
+        }
+    }
+    amax
+}
+
 /// What [`Elementwise`] works on.
 pub(crate) enum EwData<'a> {
     /// Quantize in place.
     InPlace(&'a mut [f32]),
     /// Read the first slice, write every element of the second (which may start uninitialized).
     From(&'a [f32], &'a mut [MaybeUninit<f32>]),
+    /// Read the runs `(start, len)` of the first slice one after the other, writing every
+    /// element of the destination (their lengths add up to its length).
+    Runs(&'a [f32], &'a [(usize, usize)], &'a mut [MaybeUninit<f32>]),
 }
 
 /// Quantize with no tiles and no statistics but the amax, one scale for everything. The values are those of [`Tiled`] with

@@ -75,10 +75,12 @@ pub fn quantize_from(
             Some(scale) => {
                 let n = dst.len();
                 let dst = SyncPtr(dst.as_mut_ptr().cast::<MaybeUninit<f32>>(), n);
-                elementwise(n, spec, scale, measure, |start, len| {
+                elementwise(n, spec, scale, measure, |start, len, cast| {
                     // SAFETY: `elementwise` hands out disjoint, in-bounds chunks, and the
                     // elements were initialized by the caller.
-                    EwData::InPlace(unsafe { assume_init(dst.chunk(start, len)) })
+                    cast(EwData::InPlace(unsafe {
+                        assume_init(dst.chunk(start, len))
+                    }))
                 })
             }
             None => crate::quantize(dst, shape, spec),
@@ -136,17 +138,23 @@ pub fn quantize_into(
         return crate::quantize(dst, shape, spec);
     };
     let dst = SyncPtr(dst.as_mut_ptr(), n);
-    elementwise(n, spec, scale, measure, |start, len| {
+    elementwise(n, spec, scale, measure, |start, len, cast| {
         // SAFETY: `elementwise` hands out disjoint, in-bounds chunks `[start, start + len)`.
         let chunk = unsafe { dst.chunk(start, len) };
         match (&view, src) {
+            (Some(v), _) if v.rows() => {
+                // Cast straight from the rows of the source.
+                let mut runs = Vec::new();
+                v.runs(start, len, &mut runs);
+                cast(EwData::Runs(v.data, &runs, chunk))
+            }
             (Some(v), _) => {
                 // The chunk is filled with plain copies, then cast where it lies (in cache).
                 v.gather(start, chunk);
                 // SAFETY: `gather` wrote every element of the chunk.
-                EwData::InPlace(unsafe { assume_init(chunk) })
+                cast(EwData::InPlace(unsafe { assume_init(chunk) }))
             }
-            (None, Source::Slice(s)) => EwData::From(&s[start..start + len], chunk),
+            (None, Source::Slice(s)) => cast(EwData::From(&s[start..start + len], chunk)),
             _ => unreachable!("an in-place source was rejected above"),
         }
     })
@@ -175,13 +183,14 @@ fn elementwise_scale(spec: &QuantSpec, measure: Measure) -> Option<Option<(f32, 
 }
 
 /// Run the elementwise kernel over `n` elements in fixed work items (in parallel for large
-/// tensors); `data(start, len)` gives the kernel the work item `[start, start + len)`.
-fn elementwise<'a>(
+/// tensors): `item(start, len, cast)` hands the work item `[start, start + len)` to `cast`,
+/// which runs the kernel on it and returns its amax bits.
+fn elementwise(
     n: usize,
     spec: &QuantSpec,
     scale: Option<(f32, f32)>,
     measure: Measure,
-    data: impl Fn(usize, usize) -> EwData<'a> + Sync,
+    item: impl Fn(usize, usize, &dyn Fn(EwData<'_>) -> u32) -> u32 + Sync,
 ) -> Stats {
     let mut cast = spec.cast;
     if spec.scaling != Scaling::None {
@@ -190,12 +199,15 @@ fn elementwise<'a>(
     let k = Consts::new(&cast);
     let run = |i: usize| {
         let start = i * CHUNK;
-        dispatch(Elementwise {
-            data: data(start, CHUNK.min(n - start)),
-            k: &k,
-            scale,
-            offset: start as u64,
-        })
+        let cast = |data: EwData<'_>| {
+            dispatch(Elementwise {
+                data,
+                k: &k,
+                scale,
+                offset: start as u64,
+            })
+        };
+        item(start, CHUNK.min(n - start), &cast)
     };
     let items = n.div_ceil(CHUNK);
     let amax = if n >= PAR_MIN {
@@ -316,9 +328,24 @@ impl<'a> Merged<'a> {
         }
     }
 
-    /// Write elements `[f0, f0 + out.len())` (C order) into `out`, every one of them.
-    fn gather(&self, f0: usize, out: &mut [MaybeUninit<f32>]) {
-        if out.is_empty() {
+    /// Whether the innermost (merged) dimension is contiguous, so the view is a sequence of
+    /// slices of its data.
+    fn rows(&self) -> bool {
+        self.strides.last() == Some(&1)
+    }
+
+    /// The slices `(start, len)` of the data that hold elements `[f0, f0 + n)` (C order), in
+    /// order; only when [`rows`](Self::rows) holds.
+    fn runs(&self, f0: usize, n: usize, out: &mut Vec<(usize, usize)>) {
+        debug_assert!(self.rows());
+        out.clear();
+        self.visit(f0, n, |start, take| out.push((start, take)));
+    }
+
+    /// Call `f(start, len)` for each stretch of elements `[f0, f0 + n)` (C order) along the
+    /// innermost dimension: `len` elements from data index `start` with that dimension's stride.
+    fn visit(&self, f0: usize, n: usize, mut f: impl FnMut(usize, usize)) {
+        if n == 0 {
             return;
         }
         let nd = self.shape.len();
@@ -334,17 +361,9 @@ impl<'a> Merged<'a> {
             base += idx[d] * ostr[d];
         }
         let mut w = 0;
-        while w < out.len() {
-            let take = (inner - pos).min(out.len() - w);
-            let start = base + pos * is;
-            let o = &mut out[w..w + take];
-            if is == 1 {
-                write_slice(o, &self.data[start..start + take]);
-            } else {
-                for (j, x) in o.iter_mut().enumerate() {
-                    x.write(self.data[start + j * is]);
-                }
-            }
+        while w < n {
+            let take = (inner - pos).min(n - w);
+            f(base + pos * is, take);
             w += take;
             pos = 0;
             for d in (0..nd - 1).rev() {
@@ -357,5 +376,22 @@ impl<'a> Merged<'a> {
                 idx[d] = 0;
             }
         }
+    }
+
+    /// Write elements `[f0, f0 + out.len())` (C order) into `out`, every one of them.
+    fn gather(&self, f0: usize, out: &mut [MaybeUninit<f32>]) {
+        let is = *self.strides.last().expect("a merged view has a dimension");
+        let mut w = 0;
+        self.visit(f0, out.len(), |start, take| {
+            let o = &mut out[w..w + take];
+            if is == 1 {
+                write_slice(o, &self.data[start..start + take]);
+            } else {
+                for (j, x) in o.iter_mut().enumerate() {
+                    x.write(self.data[start + j * is]);
+                }
+            }
+            w += take;
+        });
     }
 }
