@@ -37,7 +37,9 @@ enum Command {
 }
 
 /// Parse the command line, run the subcommand, and turn errors into `error: …` and exit code 2.
+/// Call it first thing in a binary's `main`: it sets allocator options before any thread exists.
 pub fn main() -> ExitCode {
+    crate::alloc::tune_malloc();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Recipes(a) => crate::cmd::recipes::run(a),

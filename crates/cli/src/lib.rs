@@ -7,6 +7,7 @@
 // themselves with `inventory`, and an unreferenced crate would be dropped by the linker.
 use fp8_recipes as _;
 
+mod alloc;
 mod app;
 pub mod backend;
 pub mod cmd;
