@@ -496,8 +496,8 @@ fn e8m3_bit_reduction_quantizes_every_gemm_operand() {
 }
 
 #[test]
-fn flex_backend_quantizes_through_host_memory() {
-    // Flex has no fast path: this exercises the generic `quantize_via_host`.
+fn flex_backend_quantizes_in_host_memory() {
+    // Flex's own hook (`quantize_flex`: in place, or one pass into a fresh buffer), end to end.
     let net = Net::new(31);
     let ctx = context(e8m3_recipe());
     let _active = activate(ctx.clone());
