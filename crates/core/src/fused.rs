@@ -46,6 +46,12 @@ use burn_backend::backend::AutodiffBackend;
 use burn_backend::tensor::{FloatTensor, IntTensor};
 use burn_backend::Backend;
 
+/// [`FusedOps::fused_norm`]'s output: `(y, mean, rstd)`.
+pub type NormOutput<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// [`FusedOps::fused_norm_backward`]'s output: `(dx, dweight, dbias)`.
+pub type NormGrads<B> = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
+
 /// A backend with fused softmax, GELU-tanh, LayerNorm/RMSNorm and cross-entropy; see the
 /// [module docs](self). Every method has a composed default ([`defaults`]).
 pub trait FusedOps: Backend {
@@ -87,7 +93,7 @@ pub trait FusedOps: Backend {
         bias: Option<FloatTensor<Self>>,
         eps: f64,
         rms: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> NormOutput<Self> {
         defaults::norm::<Self>(x, weight, bias, eps, rms)
     }
 
@@ -101,11 +107,7 @@ pub trait FusedOps: Backend {
         rms: bool,
         dy: FloatTensor<Self>,
         has_bias: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        Option<FloatTensor<Self>>,
-    ) {
+    ) -> NormGrads<Self> {
         defaults::norm_backward::<Self>(x, weight, mean, rstd, rms, dy, has_bias)
     }
 
@@ -179,7 +181,7 @@ impl<B: FusedOps + QuantizeBackend> FusedOps for Precision<B> {
         bias: Option<FloatTensor<Self>>,
         eps: f64,
         rms: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> NormOutput<Self> {
         B::fused_norm(x, weight, bias, eps, rms)
     }
 
@@ -191,11 +193,7 @@ impl<B: FusedOps + QuantizeBackend> FusedOps for Precision<B> {
         rms: bool,
         dy: FloatTensor<Self>,
         has_bias: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        Option<FloatTensor<Self>>,
-    ) {
+    ) -> NormGrads<Self> {
         B::fused_norm_backward(x, weight, mean, rstd, rms, dy, has_bias)
     }
 

@@ -10,7 +10,7 @@
 //! The `*_backward` methods on `Autodiff<B>` run `B`'s and return untracked tensors: burn 0.21
 //! has no double backward.
 
-use super::FusedOps;
+use super::{FusedOps, NormGrads, NormOutput};
 use burn::backend::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -211,7 +211,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         bias: Option<FloatTensor<Self>>,
         eps: f64,
         rms: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> NormOutput<Self> {
         match &bias {
             Some(b) => {
                 let prep = Norm.prepare::<C>([x.node.clone(), weight.node.clone(), b.node.clone()]);
@@ -232,11 +232,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         rms: bool,
         dy: FloatTensor<Self>,
         has_bias: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        Option<FloatTensor<Self>>,
-    ) {
+    ) -> NormGrads<Self> {
         let (dx, dweight, dbias) = B::fused_norm_backward(
             x.primitive,
             weight.primitive,

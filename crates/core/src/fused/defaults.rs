@@ -5,7 +5,7 @@
 //! gradients. Rows are the last dimension; inputs are viewed as `[rows, cols]` and the results
 //! reshaped back.
 
-use super::{float, tensor};
+use super::{float, tensor, NormGrads, NormOutput};
 use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorMetadata};
 use burn_backend::tensor::{FloatTensor, IntTensor};
 use burn_backend::Backend;
@@ -87,7 +87,7 @@ pub fn norm<B: Backend>(
     bias: Option<FloatTensor<B>>,
     eps: f64,
     rms: bool,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+) -> NormOutput<B> {
     let (x, shape) = as_rows::<B>(x);
     let stat = stat_shape(&shape);
     let (y, mean, denom) = if rms {
@@ -126,7 +126,7 @@ pub fn norm_backward<B: Backend>(
     rms: bool,
     dy: FloatTensor<B>,
     has_bias: bool,
-) -> (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>) {
+) -> NormGrads<B> {
     let (x, shape) = as_rows::<B>(x);
     let (dy, _) = as_rows::<B>(dy);
     let (mean, _) = as_rows::<B>(mean);

@@ -5,7 +5,7 @@
 //! the kernels write in full. Other dtypes take the composed [`defaults`](super::defaults).
 
 use super::defaults::{self, rows_cols, stat_shape};
-use super::FusedOps;
+use super::{FusedOps, NormGrads, NormOutput};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorMetadata};
@@ -196,7 +196,7 @@ impl FusedOps for Flex {
         bias: Option<FloatTensor<Self>>,
         eps: f64,
         rms: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> NormOutput<Self> {
         if !is_f32(&[&x, &weight]) || bias.as_ref().is_some_and(|b| !is_f32(&[b])) {
             return defaults::norm::<Self>(x, weight, bias, eps, rms);
         }
@@ -231,11 +231,7 @@ impl FusedOps for Flex {
         rms: bool,
         dy: FloatTensor<Self>,
         has_bias: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        Option<FloatTensor<Self>>,
-    ) {
+    ) -> NormGrads<Self> {
         if !is_f32(&[&x, &weight, &mean, &rstd, &dy]) {
             return defaults::norm_backward::<Self>(x, weight, mean, rstd, rms, dy, has_bias);
         }
