@@ -54,6 +54,15 @@ impl SweepFile {
         Ok(s)
     }
 
+    /// Worker processes when `--jobs` is not given: one per CPU core, or one in all when the
+    /// runs train on a GPU (they would share the one device).
+    pub fn default_jobs(&self) -> usize {
+        match &self.train {
+            Some(t) if t.device != "cpu" => 1,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
     pub fn baseline_name(&self) -> String {
         self.baseline
             .clone()
@@ -452,5 +461,20 @@ mod tests {
         dirs.sort();
         dirs.dedup();
         assert_eq!(dirs.len(), grid.len());
+    }
+
+    #[test]
+    fn gpu_sweeps_default_to_one_worker() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(sweep().default_jobs(), cores);
+        let on = |device: &str| SweepFile {
+            train: Some(TrainConfig {
+                device: device.into(),
+                ..TrainConfig::default()
+            }),
+            ..sweep()
+        };
+        assert_eq!(on("cpu").default_jobs(), cores);
+        assert_eq!(on("cuda:0").default_jobs(), 1);
     }
 }

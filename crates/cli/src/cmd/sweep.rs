@@ -9,7 +9,8 @@ pub struct Args {
     /// Sweep file (RON): `recipes`, `learning_rates`, `seeds`, `steps`, and optionally `models`,
     /// `data`, `baseline` and `train` (other `fp8 train` options).
     pub sweep: PathBuf,
-    /// Worker processes running at once (default: the number of CPU cores).
+    /// Worker processes running at once (default: the number of CPU cores on the CPU; 1 when the
+    /// sweep's `train.device` is a GPU, which the workers would otherwise share).
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Run only grid points whose index is i modulo n (`i/n`), for cluster job arrays.
@@ -25,9 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = args.out.unwrap_or_else(|| {
         PathBuf::from("sweeps/out").join(args.sweep.file_stem().unwrap_or_default())
     });
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = args.jobs.unwrap_or_else(|| sweep.default_jobs());
     let exe = std::env::current_exe()?;
     let report = run_sweep(&sweep, &out, args.shard.unwrap_or(Shard::all()), jobs, &exe)?;
     eprintln!(
