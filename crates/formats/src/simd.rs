@@ -647,18 +647,10 @@ fn fused_block<const R: u8, const TC: usize>(
     rule: TileRule,
     sc: &mut [f32; BLOCK],
     inv: &mut [f32; BLOCK],
+    avx512: bool,
 ) -> (f64, usize) {
     let mut amax = [0u32; BLOCK / 16];
-    for (t, tile) in qs.chunks_exact(TC).enumerate() {
-        let mut m = [0u32; LANES];
-        for c in tile.chunks_exact(LANES) {
-            for j in 0..LANES {
-                let a = c[j].to_bits() & ABS;
-                m[j] = m[j].max(sel(a < INF, a, 0));
-            }
-        }
-        amax[t] = m.into_iter().fold(0, u32::max);
-    }
+    tiles_amax::<TC>(qs, &mut amax, avx512);
     let used = n.div_ceil(TC);
     let floor_emax = match rule {
         TileRule::Mx(mx) => mx.floor_emax(),
@@ -691,6 +683,52 @@ fn fused_block<const R: u8, const TC: usize>(
     lanes.amax = lanes.amax.max(amax.into_iter().fold(0, u32::max));
     block::<R, _>(qs, ex, ee, fl, k, &PerTile::<TC>(sc, inv), idx0, lanes);
     (sum, used)
+}
+
+/// The largest finite magnitude (as bits) of each `TC`-element tile of `qs` into `amax[t]`.
+/// `avx512`: this CPU runs the AVX-512 copy of the loops (`level() == 2`, read once per work
+/// item by the caller).
+#[inline(always)]
+fn tiles_amax<const TC: usize>(qs: &[f32; BLOCK], amax: &mut [u32; BLOCK / 16], avx512: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if TC.is_multiple_of(16) && avx512 {
+        // SAFETY: the CPU has AVX-512 F/BW/VL/DQ (checked by `level`).
+        return unsafe { tiles_amax_avx512::<TC>(qs, amax) };
+    }
+    for (t, tile) in qs.chunks_exact(TC).enumerate() {
+        let mut m = [0u32; LANES];
+        for c in tile.chunks_exact(LANES) {
+            for j in 0..LANES {
+                let a = c[j].to_bits() & ABS;
+                m[j] = m[j].max(sel(a < INF, a, 0));
+            }
+        }
+        amax[t] = m.into_iter().fold(0, u32::max);
+    }
+}
+
+/// [`tiles_amax`] with explicit AVX-512 (`TC` a multiple of 16): one register per tile and a
+/// reduction within it. Left to itself, LLVM vectorizes the portable loop across the tiles
+/// (tile `t` in lane `t`), which on AVX-512 turns every load into a gather. This is inlined
+/// into the AVX-512 copy of the loops (same target features) and only called from there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+#[inline]
+fn tiles_amax_avx512<const TC: usize>(qs: &[f32; BLOCK], amax: &mut [u32; BLOCK / 16]) {
+    use std::arch::x86_64::*;
+    let abs = _mm512_set1_epi32(ABS as i32);
+    let inf = _mm512_set1_epi32(INF as i32);
+    for (t, tile) in qs.chunks_exact(TC).enumerate() {
+        let mut m = _mm512_setzero_si512();
+        for c in tile.chunks_exact(16) {
+            // SAFETY: `c` is 16 f32s (64 bytes); the load is unaligned.
+            let v = _mm512_castps_si512(unsafe { _mm512_loadu_ps(c.as_ptr()) });
+            let a = _mm512_and_si512(v, abs);
+            // Finite lanes only: `max(m, a)` where `a < INF`, `m` elsewhere.
+            m = _mm512_mask_max_epu32(m, _mm512_cmplt_epu32_mask(a, inf), m, a);
+        }
+        amax[t] = _mm512_reduce_max_epu32(m);
+    }
 }
 
 /// `2^e` exactly, for `e` in `[-149, 127]`.
@@ -738,6 +776,10 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     let mut sc = [0f32; BLOCK];
     let mut inv = [0f32; BLOCK];
     let (mut scale_sum, mut tiles) = (0f64, 0u64);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = level() == 2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
     let nblocks = data.len().div_ceil(BLOCK);
     let base = data.as_ptr();
     for (b, chunk) in data.chunks_mut(BLOCK).enumerate() {
@@ -764,10 +806,10 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
             // its zero padding does not change the amax).
             let args = (qs, ex, ee, fl, k, idx0, &mut lanes);
             let (sum, used) = match l.tc {
-                16 => fused_block::<R, 16>(args, n, rule, &mut sc, &mut inv),
-                32 => fused_block::<R, 32>(args, n, rule, &mut sc, &mut inv),
-                64 => fused_block::<R, 64>(args, n, rule, &mut sc, &mut inv),
-                128 => fused_block::<R, 128>(args, n, rule, &mut sc, &mut inv),
+                16 => fused_block::<R, 16>(args, n, rule, &mut sc, &mut inv, avx512),
+                32 => fused_block::<R, 32>(args, n, rule, &mut sc, &mut inv, avx512),
+                64 => fused_block::<R, 64>(args, n, rule, &mut sc, &mut inv, avx512),
+                128 => fused_block::<R, 128>(args, n, rule, &mut sc, &mut inv, avx512),
                 tc => {
                     let (qs, ex, ee, fl, k, idx0, lanes) = args;
                     let mut sum = 0f64;
