@@ -40,6 +40,19 @@ pub struct StridedView<'a> {
     pub strides: &'a [usize],
 }
 
+impl StridedView<'_> {
+    /// Copy the view's elements, in C order of its shape, into `dst` (every element written):
+    /// whole rows at a time where the innermost (merged) dimension is contiguous. A plain copy
+    /// for callers that need a dense buffer without quantizing (e.g. a backend's slow generic
+    /// copy of a strided view).
+    ///
+    /// # Panics
+    /// If the view does not hold `dst.len()` elements or reaches past its data.
+    pub fn gather_into(&self, dst: &mut [MaybeUninit<f32>]) {
+        Merged::new(*self, dst.len()).gather(0, dst);
+    }
+}
+
 /// Where [`quantize_from`] reads its input.
 #[derive(Clone, Copy, Debug)]
 pub enum Source<'a> {

@@ -11,6 +11,7 @@ use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_backend::tensor::{FloatTensor, IntTensor};
 use burn_backend::Bytes;
+use fp8_formats::StridedView;
 
 /// `t` itself if its elements are one dense range of its buffer, else a contiguous copy.
 fn dense(t: FlexTensor) -> FlexTensor {
@@ -25,77 +26,30 @@ fn dense(t: FlexTensor) -> FlexTensor {
     t.to_contiguous()
 }
 
-/// Dimensions of a strided view with size-1 dimensions dropped and runs that are contiguous
-/// with each other merged: `(shape, strides)`, outermost first.
-fn collapse(shape: &[usize], strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
-    let (mut dims, mut steps): (Vec<usize>, Vec<isize>) = (Vec::new(), Vec::new());
-    for (&n, &s) in shape.iter().zip(strides).filter(|(&n, _)| n != 1) {
-        match (dims.last_mut(), steps.last_mut()) {
-            (Some(d), Some(st)) if *st == s * n as isize => {
-                *d *= n;
-                *st = s;
-            }
-            _ => {
-                dims.push(n);
-                steps.push(s);
-            }
-        }
-    }
-    (dims, steps)
-}
-
-/// A contiguous copy of an `f32` view in one sequential pass over the output: rows of the two
-/// innermost (collapsed) dimensions, copied whole when their elements are adjacent (`memcpy`),
-/// else gathered with a stride (a transpose; one `[rows, cols]` block per outer index, small
-/// enough for the cache here). Burn-flex's own `to_contiguous` walks such 3-D and 4-D views
-/// (attention heads, their gradients) one element at a time through a generic index iterator.
-/// `None` for negative strides (flipped views).
+/// A contiguous copy of an `f32` view in one sequential pass over the output
+/// ([`StridedView::gather_into`]: whole rows where they are adjacent, else a strided gather).
+/// Burn-flex's own `to_contiguous` walks 3-D and 4-D views (attention heads, their gradients)
+/// one element at a time through a generic index iterator. `None` for negative strides
+/// (flipped views).
 fn copy_f32(t: &FlexTensor) -> Option<FlexTensor> {
     let layout = t.layout();
-    if layout.strides().iter().any(|&s| s < 0) {
-        return None;
-    }
+    let strides = layout
+        .strides()
+        .iter()
+        .map(|&s| usize::try_from(s).ok())
+        .collect::<Option<Vec<usize>>>()?;
     let shape = layout.shape().clone();
     let n = shape.num_elements();
-    let src = t.storage::<f32>();
-    let (dims, steps) = collapse(shape.as_slice(), layout.strides());
-    let (mut dims, mut steps) = (dims, steps);
-    while dims.len() < 2 {
-        dims.insert(0, 1);
-        steps.insert(0, 0);
-    }
-    let k = dims.len();
-    let (rows, cols) = (dims[k - 2], dims[k - 1]);
-    let (row_step, col_step) = (steps[k - 2] as usize, steps[k - 1] as usize);
-    let (outer, outer_steps) = (&dims[..k - 2], &steps[..k - 2]);
+    let view = StridedView {
+        data: t.storage::<f32>(),
+        offset: layout.start_offset(),
+        shape: shape.as_slice(),
+        strides: &strides,
+    };
     let mut dst: Vec<f32> = Vec::with_capacity(n);
-    let mut index = vec![0usize; outer.len()];
-    let blocks: usize = outer.iter().product();
-    for _ in 0..blocks {
-        let base = layout.start_offset()
-            + index
-                .iter()
-                .zip(outer_steps)
-                .map(|(&i, &s)| i * s as usize)
-                .sum::<usize>();
-        for r in 0..rows {
-            let row = base + r * row_step;
-            if col_step == 1 {
-                dst.extend_from_slice(&src[row..row + cols]);
-            } else {
-                dst.extend((0..cols).map(|c| src[row + c * col_step]));
-            }
-        }
-        // Odometer over the outer dimensions.
-        for d in (0..index.len()).rev() {
-            index[d] += 1;
-            if index[d] < outer[d] {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
-    debug_assert_eq!(dst.len(), n);
+    view.gather_into(&mut dst.spare_capacity_mut()[..n]);
+    // SAFETY: `gather_into` initialized the first `n` elements.
+    unsafe { dst.set_len(n) };
     Some(tensor(dst, shape))
 }
 
