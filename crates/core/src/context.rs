@@ -15,7 +15,7 @@
 //! [`Recipe::observe_needs`] says what the recipe reads. Quantized values never depend on it.
 
 use crate::{Recipe, Role};
-use fp8_formats::{Measure, QuantSpec, Stats};
+use fp8_formats::{Measure, QuantSpec, Source, Stats};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -199,25 +199,12 @@ pub fn record_cast(site: &str, role: Role, stats: &Stats, measure: Measure) {
 /// telemetry. Returns false (and leaves `data` alone) when no recipe is active or the recipe keeps
 /// this tensor in f32.
 pub fn quantize_host(site: &str, role: Role, data: &mut [f32], shape: &[usize]) -> bool {
-    quantize_host_from(site, role, fp8_formats::Source::InPlace, data, shape)
-}
-
-/// [`quantize_host`] reading the input from `src` (see [`fp8_formats::quantize_from`]) and
-/// writing the quantized values to `dst` (C order, `shape`). Returns false, leaving `dst` alone,
-/// when no recipe is active or the recipe keeps this tensor in f32.
-pub fn quantize_host_from(
-    site: &str,
-    role: Role,
-    src: fp8_formats::Source<'_>,
-    dst: &mut [f32],
-    shape: &[usize],
-) -> bool {
     with_active(|c| {
         let Some(spec) = c.spec(site, role) else {
             return false;
         };
         let measure = c.measure();
-        let stats = fp8_formats::quantize_from(src, dst, shape, &spec, measure);
+        let stats = fp8_formats::quantize_from(Source::InPlace, data, shape, &spec, measure);
         if measure != Measure::Nothing {
             c.record(site, role, &stats);
         }
