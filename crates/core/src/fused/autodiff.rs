@@ -114,7 +114,7 @@ fn norm_node<B: FusedOps, C: CheckpointStrategy, const N: usize>(
     bias: Option<AdTensor<B, C>>,
     eps: f64,
     rms: bool,
-) -> (AdTensor<B, C>, AdTensor<B, C>, AdTensor<B, C>) {
+) -> NormOutput<Autodiff<B, C>> {
     let bias = bias.map(|b| b.primitive);
     match prep.compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
