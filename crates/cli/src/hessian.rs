@@ -320,20 +320,25 @@ mod tests {
 
     type B = Autodiff<crate::backend::Cpu>;
 
+    /// Entry `(i, j)` of the normalised 4×4 Hadamard matrix (orthogonal, entries ±½).
+    fn hadamard(i: usize, j: usize) -> f64 {
+        if (i & j).count_ones().is_multiple_of(2) {
+            0.5
+        } else {
+            -0.5
+        }
+    }
+
     #[test]
     fn power_iteration_finds_the_top_eigenvalue_of_a_known_matrix() {
         // A = Q diag(5, -2, 1, 0.5) Qᵀ with Q the normalised 4×4 Hadamard matrix.
-        let q = |i: usize, j: usize| {
-            let sign = if (i & j).count_ones().is_multiple_of(2) {
-                1.0
-            } else {
-                -1.0
-            };
-            sign / 2.0
-        };
         let d = [5.0, -2.0, 1.0, 0.5];
         let a: Vec<f64> = (0..16)
-            .map(|k| (0..4).map(|m| q(k / 4, m) * d[m] * q(k % 4, m)).sum())
+            .map(|k| {
+                (0..4)
+                    .map(|m| hadamard(k / 4, m) * d[m] * hadamard(k % 4, m))
+                    .sum()
+            })
             .collect();
         let est = power_iteration(
             4,
@@ -373,15 +378,9 @@ mod tests {
     fn finite_difference_hvp_matches_least_squares_hessian() {
         let device = Default::default();
         let s = [3.0f32, 2.0, 1.0, 0.5];
-        let q = |i: usize, j: usize| {
-            let sign = if (i & j).count_ones().is_multiple_of(2) {
-                1.0
-            } else {
-                -1.0
-            };
-            sign / 2.0
-        };
-        let x: Vec<f32> = (0..16).map(|k| s[k / 4] * q(k / 4, k % 4)).collect();
+        let x: Vec<f32> = (0..16)
+            .map(|k| s[k / 4] * hadamard(k / 4, k % 4) as f32)
+            .collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(x, [4, 4]), &device);
         let y = Tensor::<B, 2>::from_data(
             TensorData::new(vec![1.0f32, -2.0, 0.5, 3.0], [4, 1]),
