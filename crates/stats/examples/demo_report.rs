@@ -19,7 +19,8 @@ mod fp8_stats_demo {
     use super::*;
 
     /// A deterministic fake sweep: recipes get less stable at higher learning rates, the more so
-    /// the fewer bits they keep.
+    /// the fewer bits they keep; the most fragile one also stalls for some seeds at the smallest
+    /// rate.
     pub fn sweep() -> (Vec<RunResult>, Vec<Curve>) {
         let recipes = [
             ("fp32", 0.0),
@@ -45,6 +46,10 @@ mod fp8_stats_demo {
                         let base = 3.0 + 7.8 * (-t / (150.0 / (lr / 1e-3).sqrt())).exp();
                         let noise = 0.05 * ((hash(step + seed * 7919) % 1000) as f64 / 500.0 - 1.0);
                         let mut l = base + noise + 0.05 * fragility;
+                        // The most fragile recipe barely learns at the smallest rate: stalled.
+                        if *fragility >= 1.0 && li == 0 && seed % 2 == 0 {
+                            l = 10.8 - 0.3 * t / 1000.0 + noise;
+                        }
                         if diverges && step >= div_at {
                             l = if step > div_at + 100 {
                                 f64::NAN

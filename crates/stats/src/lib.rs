@@ -12,6 +12,7 @@
 //!   bootstrap interval over seeds, the best rate and the stable window on the loss;
 //! - [`paired`]: a recipe against the baseline, pair by pair: loss gap, Fisher's exact test and
 //!   Newcombe's interval for failure rates, and the smallest effects the sweep can detect;
+//! - [`analysis`]: all of the above over a sweep's `results.jsonl`;
 //! - [`early_warning`]: lead time, hit rate and false-alarm rate of a diagnostic's threshold;
 //! - [`results`]: the `results.jsonl` line format and its reader/appender;
 //! - [`report`]: `report.md` plus SVG plots.
@@ -19,6 +20,7 @@
 //! It deliberately has no `burn` dependency: everything here works on plain slices, so it builds in
 //! seconds, can be tested exhaustively, and can be reused by any tool that reads run directories.
 
+pub mod analysis;
 pub mod bootstrap;
 pub mod divergence;
 pub mod early_warning;

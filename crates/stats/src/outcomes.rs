@@ -200,7 +200,8 @@ pub fn classify_group(runs: &[RunLosses], rule: &StallRule) -> GroupOutcomes {
     }
 }
 
-fn median(it: impl Iterator<Item = f64>) -> Option<f64> {
+/// Median (mean of the middle two for an even count); `None` when empty.
+pub(crate) fn median(it: impl Iterator<Item = f64>) -> Option<f64> {
     let mut v: Vec<f64> = it.collect();
     if v.is_empty() {
         return None;

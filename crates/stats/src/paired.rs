@@ -7,8 +7,9 @@
 //!
 //! # Loss gap
 //!
-//! `d = L_final(recipe) − L_final(baseline)` per pair, over the pairs where neither run diverged
-//! and both final losses are finite (failures are compared separately, below). Reported: the mean
+//! `d = L_final(recipe) − L_final(baseline)` per pair, over the pairs where neither run failed
+//! (diverged or stalled) and both final losses are finite: the gap says how much worse a recipe
+//! trains *when it trains*; how often it fails is compared separately, below. Reported: the mean
 //! `d̄`, the **paired t interval** `d̄ ± t_{1−α/2, n−1} · s/√n` (`s` the sample standard deviation
 //! of the `d`, `n ≥ 2` pairs), and the **smallest detectable mean gap**
 //! `(z_{1−α/2} + z_{power}) · s/√n` — the true mean gap a two-sided level-α test of these `n`
@@ -275,7 +276,6 @@ pub fn compare_failures(
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PairSide {
     pub final_loss: f64,
-    pub diverged: bool,
     /// Diverged or stalled.
     pub failed: bool,
 }
@@ -292,7 +292,7 @@ pub struct PairedComparison {
 pub fn compare_pairs(pairs: &[(PairSide, PairSide)], params: &PairedParams) -> PairedComparison {
     let diffs: Vec<f64> = pairs
         .iter()
-        .filter(|(r, b)| !r.diverged && !b.diverged)
+        .filter(|(r, b)| !r.failed && !b.failed)
         .map(|(r, b)| r.final_loss - b.final_loss)
         .collect();
     let n = pairs.len() as u64;
@@ -383,22 +383,27 @@ mod tests {
     }
 
     #[test]
-    fn compare_pairs_counts_and_drops_diverged_from_the_gap() {
-        let s = |l: f64, d: bool, f: bool| PairSide {
+    fn compare_pairs_counts_and_drops_failures_from_the_gap() {
+        let s = |l: f64, f: bool| PairSide {
             final_loss: l,
-            diverged: d,
             failed: f,
         };
         let pairs = [
-            (s(3.5, false, false), s(3.0, false, false)),
-            (s(3.7, false, true), s(3.2, false, false)), // stalled recipe: counts in both
-            (s(f64::NAN, true, true), s(3.1, false, false)), // diverged: not in the gap
+            (s(3.5, false), s(3.0, false)),
+            (s(3.8, false), s(3.2, false)),
+            (s(9.7, true), s(3.2, false)), // stalled recipe: a failure, not in the gap
+            (s(f64::NAN, true), s(3.1, false)), // diverged: likewise
         ];
-        let c = compare_pairs(&pairs, &PairedParams::default());
+        let c = compare_pairs(&pairs[1..], &PairedParams::default());
         assert_eq!(c.pairs, 3);
         let g = c.loss_gap.unwrap();
-        assert_eq!(g.n, 2);
-        close(g.mean, 0.5, 1e-12);
+        assert_eq!(g.n, 1);
+        close(g.mean, 0.6, 1e-12);
+        let c = compare_pairs(&pairs, &PairedParams::default());
+        assert_eq!(c.pairs, 4);
+        assert_eq!(c.loss_gap.unwrap().n, 2);
+        close(c.loss_gap.unwrap().mean, 0.55, 1e-12);
+        let c = compare_pairs(&pairs[1..], &PairedParams::default());
         assert_eq!(
             (c.failures.recipe_failed, c.failures.baseline_failed),
             (2, 0)

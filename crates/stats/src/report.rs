@@ -5,9 +5,22 @@
 //!    interval (few seeds per cell, so the interval matters more than the point estimate).
 //! 2. **Stable learning-rate window** per recipe ([`crate::window`]) next to the baseline's: a
 //!    recipe that narrows the window is not a drop-in replacement even if its best run is fine.
-//! 3. Plots: divergence rate vs learning rate with interval bars (`divergence_rate.svg`), loss
-//!    curves per recipe at one learning rate (`loss_curves.svg`), logit sharpness over steps
-//!    (`sharpness.svg`).
+//! 3. **Outcomes** per recipe and per recipe × learning rate: converged, diverged or stalled
+//!    ([`crate::outcomes`]).
+//! 4. **Learning-rate sensitivity** per recipe with its bootstrap interval, the best rate and the
+//!    stable window on the loss ([`crate::sensitivity`]).
+//! 5. **Paired comparison with the baseline** ([`crate::paired`]): mean final-loss gap with its
+//!    paired t interval, failure rates with Fisher's exact test and Newcombe's interval, and the
+//!    smallest gap and failure-rate increase the sweep could detect.
+//! 6. Plots: divergence rate vs learning rate with interval bars (`divergence_rate.svg`), final
+//!    loss vs learning rate with every seed and the paired difference to the baseline
+//!    (`final_loss.svg`), sensitivity with interval bars (`lr_sensitivity.svg`), the outcome map
+//!    (`outcomes.svg`), loss curves per recipe at one learning rate (`loss_curves.svg`, raw and
+//!    EMA-smoothed), their smoothed difference to the baseline (`loss_gap_curves.svg`), and logit
+//!    sharpness over steps (`sharpness.svg`).
+//!
+//! A run's initial loss (for the stall rule and the sensitivity's cap) is the first finite point
+//! of its loss curve; runs without a curve take the median of their model's runs.
 //!
 //! Plots are SVG: text stays text, so no system fonts are needed to *write* them (plotters' `ttf`
 //! feature is off; label sizes are estimated) and any browser renders them. Every plot has a
@@ -23,6 +36,7 @@
 //! sharpness plots up to 1.1 × the 99th percentile; a curve leaving the range is cut at the top
 //! edge and, if it never returns, marked with ×, so one blow-up does not flatten everything else.
 
+use crate::analysis::{analyze, AnalysisParams};
 use crate::results::{Outcome, RunResult};
 use crate::wilson::wilson95;
 use crate::window::stable_lr_window;
@@ -34,6 +48,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
+
+mod stability;
 
 /// What a curve measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,6 +80,8 @@ pub struct ReportOptions {
     pub baseline: Option<String>,
     /// Learning rate of the loss and sharpness plots.
     pub curve_lr: Option<f64>,
+    /// Stall rule, sensitivity and paired-comparison parameters.
+    pub analysis: AnalysisParams,
 }
 
 impl Default for ReportOptions {
@@ -72,6 +90,7 @@ impl Default for ReportOptions {
             title: "Precision stability sweep".into(),
             baseline: None,
             curve_lr: None,
+            analysis: AnalysisParams::default(),
         }
     }
 }
@@ -111,6 +130,9 @@ pub fn write_report_with(
     curves: &[Curve],
     opts: &ReportOptions,
 ) -> io::Result<()> {
+    opts.analysis
+        .validate()
+        .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
     std::fs::create_dir_all(dir)?;
     let recipes = recipe_order(results, curves, opts);
     let baseline = opts.baseline.clone().or_else(|| {
@@ -121,6 +143,8 @@ pub fn write_report_with(
     });
     let lrs = sorted_lrs(results.iter().map(|r| r.lr));
     let cells = divergence_cells(results);
+    let initial = initial_losses(results, curves);
+    let analysis = analyze(results, &initial, baseline.as_deref(), &opts.analysis);
 
     let mut md = String::new();
     let w = &mut md;
@@ -182,16 +206,18 @@ pub fn write_report_with(
     let _ = writeln!(w, "\n## Stable learning-rate window\n");
     let _ = writeln!(
         w,
-        "The widest contiguous range of swept learning rates where every seed converged \
-         (`fp8_stats::window`); width in decades, log10(hi/lo).\n"
+        "The widest contiguous range of swept learning rates where every seed converged, i.e. \
+         neither diverged nor stalled (`fp8_stats::window`, outcomes below); width in decades, \
+         log10(hi/lo).\n"
     );
     let windows: BTreeMap<&str, Option<(f64, f64)>> = recipes
         .iter()
         .map(|r| {
             let obs: Vec<(f64, bool)> = results
                 .iter()
-                .filter(|x| &x.recipe == r)
-                .map(|x| (x.lr, x.outcome == Outcome::Converged))
+                .zip(&analysis.outcomes)
+                .filter(|(x, _)| &x.recipe == r)
+                .map(|(x, o)| (x.lr, !o.failed()))
                 .collect();
             (r.as_str(), stable_lr_window(&obs))
         })
@@ -261,7 +287,9 @@ pub fn write_report_with(
         );
     }
 
-    // (c)–(e) Plots.
+    stability::write_sections(w, &recipes, &lrs, baseline.as_deref(), &analysis, opts);
+
+    // Plots.
     let _ = writeln!(w, "\n## Plots\n");
     if lrs.is_empty() {
         let _ = writeln!(w, "No results, so no divergence plot.\n");
@@ -271,6 +299,16 @@ pub fn write_report_with(
             w,
             "![Divergence rate vs learning rate per recipe]({DIVERGENCE_SVG})\n"
         );
+        stability::write_plots(
+            w,
+            dir,
+            &recipes,
+            &lrs,
+            baseline.as_deref(),
+            results,
+            &analysis,
+        )
+        .map_err(plot_err)?;
     }
     // Default: the top of the baseline's stable window, where the baseline is still fine and the
     // recipes' differences show most.
@@ -306,6 +344,29 @@ pub fn write_report_with(
         }
     }
     std::fs::write(dir.join("report.md"), md)
+}
+
+/// The initial loss of every result, in order: the first finite point of its loss curve (same
+/// recipe, learning rate and seed), `None` without one.
+fn initial_losses(results: &[RunResult], curves: &[Curve]) -> Vec<Option<f64>> {
+    let mut first: BTreeMap<(&str, u64, u64), f64> = BTreeMap::new();
+    for c in curves.iter().filter(|c| c.kind == CurveKind::Loss) {
+        if let Some(v) = c.points.iter().map(|p| p.1).find(|v| v.is_finite()) {
+            first
+                .entry((c.recipe.as_str(), c.lr.to_bits(), c.seed))
+                .or_insert(v);
+        }
+    }
+    results
+        .iter()
+        .map(|r| {
+            // LEAD: after merging the engine branch, prefer the recorded value:
+            // `r.initial_loss.or_else(|| first.get(..).copied())`.
+            first
+                .get(&(r.recipe.as_str(), r.lr.to_bits(), r.seed))
+                .copied()
+        })
+        .collect()
 }
 
 fn plot_err<E: std::fmt::Display>(e: E) -> io::Error {

@@ -117,6 +117,7 @@ fn empty_inputs_and_explicit_options() {
         title: "T".into(),
         baseline: Some("b".into()),
         curve_lr: Some(1e-3),
+        ..Default::default()
     };
     write_report_with(dir.path(), &results, &[], &opts).unwrap();
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
