@@ -13,15 +13,29 @@
 /// Default EMA decay of the gap (≈ 10-step memory).
 pub const DEFAULT_GAP_BETA: f64 = 0.9;
 
+/// Bias-free exponential moving average of `(step, value)` points: `g ← v₀`, then
+/// `g ← β·g + (1−β)·v`, one output point per input point. Used for the gap and to draw smoothed
+/// loss curves. `beta` in `[0, 1)`.
+pub fn ema(points: impl IntoIterator<Item = (u64, f64)>, beta: f64) -> Vec<(u64, f64)> {
+    let mut g: Option<f64> = None;
+    points
+        .into_iter()
+        .map(|(s, v)| {
+            let next = g.map_or(v, |g| beta * g + (1.0 - beta) * v);
+            g = Some(next);
+            (s, next)
+        })
+        .collect()
+}
+
 /// The smoothed gap at every common step, `(step, gap)`. Both curves must be sorted by step.
 pub fn loss_gap_series(run: &[(u64, f64)], baseline: &[(u64, f64)], beta: f64) -> Vec<(u64, f64)> {
     assert!(
         (0.0..1.0).contains(&beta),
         "loss gap beta must be in [0, 1), got {beta}"
     );
-    let mut out = Vec::new();
+    let mut diffs = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let mut g: Option<f64> = None;
     while i < run.len() && j < baseline.len() {
         let (sr, lr) = run[i];
         let (sb, lb) = baseline[j];
@@ -33,18 +47,12 @@ pub fn loss_gap_series(run: &[(u64, f64)], baseline: &[(u64, f64)], beta: f64) -
             if !lr.is_finite() || !lb.is_finite() {
                 break;
             }
-            let d = lr - lb;
-            let v = match g {
-                None => d,
-                Some(g) => beta * g + (1.0 - beta) * d,
-            };
-            g = Some(v);
-            out.push((sr, v));
+            diffs.push((sr, lr - lb));
             i += 1;
             j += 1;
         }
     }
-    out
+    ema(diffs, beta)
 }
 
 /// The smoothed gap at the last common finite step, or `None` when there is none.
@@ -69,6 +77,16 @@ mod tests {
         assert_eq!(loss_gap(&run, &base, 0.5), Some(1.375));
         // β = 0 is the raw last difference.
         assert_eq!(loss_gap(&run, &base, 0.0), Some(2.0));
+    }
+
+    #[test]
+    fn ema_by_hand() {
+        // β = 0.75: 4 → 0.75·4 + 0.25·8 = 5 → 0.75·5 + 0.25·1 = 4.
+        assert_eq!(
+            ema([(0, 4.0), (5, 8.0), (9, 1.0)], 0.75),
+            vec![(0, 4.0), (5, 5.0), (9, 4.0)]
+        );
+        assert!(ema([], 0.5).is_empty());
     }
 
     #[test]

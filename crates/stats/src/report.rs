@@ -37,6 +37,7 @@
 //! edge and, if it never returns, marked with ×, so one blow-up does not flatten everything else.
 
 use crate::analysis::{analyze, AnalysisParams};
+use crate::loss_gap::ema;
 use crate::results::{Outcome, RunResult};
 use crate::wilson::wilson95;
 use crate::window::stable_lr_window;
@@ -49,6 +50,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
+mod gap_curves;
 mod stability;
 
 /// What a curve measures.
@@ -102,6 +104,9 @@ const DIVERGENCE_SVG: &str = "divergence_rate.svg";
 const LOSS_SVG: &str = "loss_curves.svg";
 const SHARPNESS_SVG: &str = "sharpness.svg";
 const SIZE: (u32, u32) = (1000, 620);
+/// EMA decay of the drawn loss curves (≈ 10 logged points of memory), the same smoothing as the
+/// loss gap ([`crate::loss_gap`]).
+const CURVE_EMA_BETA: f64 = crate::loss_gap::DEFAULT_GAP_BETA;
 const FONT: &str = "sans-serif";
 
 /// Tableau 10: distinct, colour-blind-friendlier than plotters' default palette.
@@ -340,6 +345,27 @@ pub fn write_report_with(
                 }
                 plot_curves(&dir.join(file), &recipes, &sel, kind, lr).map_err(plot_err)?;
                 let _ = writeln!(w, "![{what} per recipe at lr {}]({file})\n", fmt_lr(lr));
+                if kind == CurveKind::Loss {
+                    if let Some(base) = baseline.as_deref() {
+                        let failed: gap_curves::FailedRuns = results
+                            .iter()
+                            .zip(&analysis.outcomes)
+                            .filter(|(_, o)| o.failed())
+                            .map(|(r, _)| (r.recipe.as_str(), r.lr.to_bits(), r.seed))
+                            .collect();
+                        let file = dir.join(gap_curves::FILE);
+                        if gap_curves::plot(&file, &recipes, &sel, base, lr, &failed)
+                            .map_err(plot_err)?
+                        {
+                            let _ = writeln!(
+                                w,
+                                "![Smoothed loss gap to `{base}` per recipe at lr {}]({})\n",
+                                fmt_lr(lr),
+                                gap_curves::FILE
+                            );
+                        }
+                    }
+                }
             }
         }
     }
@@ -725,12 +751,42 @@ fn plot_curves(
         .light_line_style(WHITE.mix(0.0))
         .bold_line_style(BLACK.mix(0.12))
         .draw()?;
+    // Per-step losses are noisy: draw them faint and an EMA of each piece on top (sharpness is
+    // measured rarely and drawn as is). All raw lines go first so none covers a smoothed one.
+    let smooth = kind == CurveKind::Loss;
+    if smooth {
+        for recipe in recipes {
+            let c = color(recipes, recipe);
+            for curve in curves.iter().filter(|cv| &cv.recipe == recipe) {
+                for seg in segments(&curve.points, y_hi).0 {
+                    chart.draw_series(LineSeries::new(
+                        seg.into_iter().map(|(s, v)| (s as f64, v.max(y_lo))),
+                        c.mix(0.25).stroke_width(1),
+                    ))?;
+                }
+            }
+        }
+    }
     let mut entries = Vec::new();
     for recipe in recipes {
         let c = color(recipes, recipe);
         for curve in curves.iter().filter(|cv| &cv.recipe == recipe) {
             let (segments, marker) = segments(&curve.points, y_hi);
             for seg in segments {
+                let seg = if smooth {
+                    // Keep the last point raw: where a curve leaves the top edge, the smoothed
+                    // line must still reach it (and the × there).
+                    let last = seg.last().copied();
+                    let mut sm = ema(seg, CURVE_EMA_BETA);
+                    if let (Some(l), Some(end)) = (last, sm.last_mut()) {
+                        if l.1 >= y_hi {
+                            *end = l;
+                        }
+                    }
+                    sm
+                } else {
+                    seg
+                };
                 chart.draw_series(LineSeries::new(
                     seg.into_iter().map(|(s, v)| (s as f64, v.max(y_lo))),
                     c.mix(0.85).stroke_width(2),
@@ -748,8 +804,11 @@ fn plot_curves(
             }
         }
     }
-    let note =
-        "one line per seed\n× = diverged: the line\nleaves the top edge or\nbecomes non-finite";
+    let note = if smooth {
+        "one line per seed:\nEMA (β = 0.9) over the\nlogged points; faint:\nraw loss\n× = diverged: the line\nleaves the top edge or\nbecomes non-finite"
+    } else {
+        "one line per seed\n× = diverged: the line\nleaves the top edge or\nbecomes non-finite"
+    };
     draw_legend(&legend, "recipe", &entries, Some(note))?;
     root.present()?;
     Ok(())

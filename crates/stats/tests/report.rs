@@ -195,12 +195,19 @@ fn stability_sections_by_hand() {
         ("final_loss.svg", "Final loss vs learning rate, every seed"),
         ("lr_sensitivity.svg", "Learning-rate sensitivity per recipe"),
         ("outcomes.svg", "Outcomes per recipe and learning rate"),
+        // Curves at the top of fp32's window, 1e-2, where only seed 2 of e5m2 trained.
+        ("loss_gap_curves.svg", "Loss gap to fp32 at lr 1e-2"),
     ] {
         let svg = std::fs::read_to_string(dir.path().join(file)).unwrap();
         assert!(svg.contains(title), "{file} lacks its title");
         assert!(!svg.contains("NaN"), "{file} has NaN coordinates");
         let has = |t: &str| svg.lines().any(|l| l.trim() == t);
-        assert!(has("fp32") && has("e5m2"), "{file} lacks the recipes");
+        let names = if file == "loss_gap_curves.svg" {
+            vec!["e5m2"]
+        } else {
+            vec!["fp32", "e5m2"]
+        };
+        assert!(names.iter().all(|n| has(n)), "{file} lacks the recipes");
         assert!(
             md.contains(&format!("]({file})")),
             "report.md does not link {file}"
