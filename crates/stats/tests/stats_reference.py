@@ -6,6 +6,7 @@ bootstrap resample indices are taken from the input, so both sides resample the 
 Non-finite floats travel as the strings "NaN", "inf", "-inf".
 """
 
+import functools
 import json
 import math
 import sys
@@ -24,6 +25,7 @@ def out(v):
     return v
 
 
+@functools.lru_cache(maxsize=None)
 def fisher(x1, n1, x0, n0):
     return float(stats.fisher_exact([[x1, n1 - x1], [x0, n0 - x0]]).pvalue)
 
@@ -81,12 +83,14 @@ def capped(run):
 
 def sensitivity_of(runs, seeds):
     """S over the runs of the drawn seeds (with multiplicity)."""
+    cell = {}
+    for r in runs:
+        v = capped(r)
+        if v is not None:
+            cell.setdefault(r["lr"], {}).setdefault(r["seed"], []).append(v)
     means = []
-    for lr in sorted({r["lr"] for r in runs}):
-        vals = []
-        for s in seeds:
-            vals += [capped(r) for r in runs if r["lr"] == lr and r["seed"] == s]
-        vals = [v for v in vals if v is not None]
+    for lr in sorted(cell):
+        vals = [v for s in seeds for v in cell[lr].get(s, [])]
         if vals:
             means.append(np.mean(vals))
     if not means:
@@ -166,7 +170,7 @@ def main():
     cases = json.load(sys.stdin)
     a, pw = cases["alpha"], cases["power_level"]
     result = {
-        "fisher": [fisher(*t) for t in cases["fisher"]],
+        "fisher": [fisher(*map(int, t)) for t in cases["fisher"]],
         "newcombe": [list(newcombe(*t)) for t in cases["newcombe"]],
         "power": [power(n1, p1, n0, p0, a) for (n1, p1, n0, p0) in cases["power"]],
         "loss_gap": [loss_gap(d, a, pw) for d in cases["loss_gap"]],
