@@ -38,6 +38,7 @@
 
 use crate::analysis::{analyze, AnalysisParams};
 use crate::loss_gap::ema;
+use crate::outcomes::RunOutcome;
 use crate::results::{Outcome, RunResult};
 use crate::wilson::wilson95;
 use crate::window::stable_lr_window;
@@ -254,7 +255,7 @@ pub fn write_report_with(
     let _ = writeln!(
         w,
         "Over all learning rates. Loss gap: EMA-smoothed loss minus the baseline's, same seed \
-         and step (`fp8_stats::loss_gap`), median over converged runs. Spikes: \
+         and step (`fp8_stats::loss_gap`), median over converged (not stalled) runs. Spikes: \
          `fp8_stats::spikes` rule.\n"
     );
     let _ = writeln!(
@@ -264,9 +265,11 @@ pub fn write_report_with(
     let _ = writeln!(w, "|---|---|---|---|---|---|---|");
     for recipe in &recipes {
         let rs: Vec<&RunResult> = results.iter().filter(|r| &r.recipe == recipe).collect();
-        let conv: Vec<&&RunResult> = rs
+        let conv: Vec<&RunResult> = results
             .iter()
-            .filter(|r| r.outcome == Outcome::Converged)
+            .zip(&analysis.outcomes)
+            .filter(|(r, o)| &r.recipe == recipe && **o == RunOutcome::Converged)
+            .map(|(r, _)| r)
             .collect();
         let best = median(conv.iter().map(|r| r.best_loss));
         let gap = median(conv.iter().filter_map(|r| r.loss_gap));
@@ -284,7 +287,7 @@ pub fn write_report_with(
             w,
             "| `{recipe}` | {} | {} | {} | {} | {} | {} |",
             rs.len(),
-            rs.len() - conv.len(),
+            analysis.counts.get(recipe).map_or(0, |c| c.diverged),
             fmt_opt(best, 3),
             fmt_opt(gap, 3),
             fmt_opt((!spikes.is_nan()).then_some(spikes), 2),

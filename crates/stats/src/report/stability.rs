@@ -411,6 +411,7 @@ fn plot_final_loss(
         lines: &mean_lines,
         y_desc: "final loss, capped at the initial loss",
         zero_line: false,
+        log_x: log,
     };
     if log {
         draw_panel(&upper, (x_lo..x_hi).log_scale(), recipes, &top_panel)?;
@@ -443,6 +444,7 @@ fn plot_final_loss(
             lines: &diff_means,
             y_desc: &desc,
             zero_line: true,
+            log_x: log,
         };
         if log {
             draw_panel(&lower, (x_lo..x_hi).log_scale(), recipes, &panel)?;
@@ -466,6 +468,7 @@ struct Panel<'a> {
     lines: &'a [(usize, Vec<(f64, f64)>)],
     y_desc: &'a str,
     zero_line: bool,
+    log_x: bool,
 }
 
 fn draw_panel<X>(area: &Area, x: X, recipes: &[String], p: &Panel) -> PlotResult
@@ -497,7 +500,11 @@ where
     let fmt_x = |v: &f64| fmt_lr(*v);
     chart
         .configure_mesh()
-        .x_desc("peak learning rate (log scale)")
+        .x_desc(if p.log_x {
+            "peak learning rate (log scale)"
+        } else {
+            "peak learning rate"
+        })
         .y_desc(p.y_desc)
         .x_label_formatter(&fmt_x)
         .label_style((FONT, 16))
