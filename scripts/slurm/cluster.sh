@@ -158,21 +158,33 @@ start_munged() {
     die "munged started but does not answer on $MUNGE_SOCKET; see $MUNGE_DIR/munged.log"
 }
 
+# A TCP port on localhost that something listens on.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 start_daemon() {
-    local name=$1
-    shift
+    local name=$1 port=$2
+    shift 2
     if live_pid "$RUN/$name.pid" >/dev/null; then
         say "$name already running"
         return
+    fi
+    if port_in_use "$port"; then
+        die "port $port is in use (another Slurm cluster on this machine?): stop it, or choose other ports with FP8_SLURMCTLD_PORT and FP8_SLURMD_PORT"
     fi
     say "starting $name"
     "$name" "$@" || die "$name failed to start; see $LOG/$name.log"
     local i
     for i in $(seq 100); do
-        live_pid "$RUN/$name.pid" >/dev/null && return
+        if live_pid "$RUN/$name.pid" >/dev/null; then
+            # A daemon that cannot bind its port exits just after writing its pid file.
+            sleep 0.3
+            live_pid "$RUN/$name.pid" >/dev/null && return
+            break
+        fi
         sleep 0.1
     done
-    die "$name did not write $RUN/$name.pid; see $LOG/$name.log"
+    tail -n 5 "$LOG/$name.log" >&2 || true
+    die "$name did not start; see $LOG/$name.log"
 }
 
 node_state() { sinfo -h -N -n "$NODE" -o %t 2>/dev/null | head -n1; }
@@ -222,8 +234,8 @@ start)
     if [ ! -f "$CONF" ] || ! live_pid "$RUN/slurmctld.pid" >/dev/null; then
         write_conf
     fi
-    start_daemon slurmctld -f "$CONF"
-    start_daemon slurmd -f "$CONF" -N "$NODE"
+    start_daemon slurmctld "$CTLD_PORT" -f "$CONF"
+    start_daemon slurmd "$SLURMD_PORT" -f "$CONF" -N "$NODE"
     wait_idle
     echo "export SLURM_CONF=$CONF"
     ;;

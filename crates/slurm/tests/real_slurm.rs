@@ -36,7 +36,7 @@ struct Subject {
 }
 
 impl Subject {
-    /// The stand-in: 6 points of 4 steps of 0.25 s, so a task holds a point for about 1 s.
+    /// The stand-in: 6 points of 6 steps of 0.2 s, so a task holds a point for about 1.2 s.
     fn standin(dir: &Path) -> Subject {
         let bin = dir.join("bin dir");
         std::fs::create_dir_all(&bin).unwrap();
@@ -48,7 +48,7 @@ impl Subject {
         std::fs::copy(&source, &fp8_exe).unwrap();
         let points: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
         let sweep_file = dir.join("sweep file.txt");
-        let lines: String = points.iter().map(|p| format!("{p} 4 0.25\n")).collect();
+        let lines: String = points.iter().map(|p| format!("{p} 6 0.2\n")).collect();
         std::fs::write(&sweep_file, lines).unwrap();
         Subject {
             fp8_exe,
@@ -393,7 +393,7 @@ fn a_killed_task_is_resumed_by_resubmission_and_every_point_runs_once() {
         "{victim} finished although its task was killed"
     );
     assert!(
-        (1..4).contains(&stopped_at),
+        (1..6).contains(&stopped_at),
         "{victim} stopped at step {stopped_at}"
     );
     // afterany: the collect job ran although a task was cancelled, and only after every task.
