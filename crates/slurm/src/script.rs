@@ -112,9 +112,11 @@ fn header(what: &str, job_name: &str) -> String {
 }
 
 /// CPUs and GPUs are per array task; the collect job needs one CPU and no GPU.
+/// Each job (each array element) is one task: `--ntasks=1` also gives `--gpus-per-task` the
+/// explicit task count Slurm requires of it.
 fn resources(s: &mut String, opts: &SlurmOptions, array: bool) {
     let cpus = if array { opts.cpus_per_task() } else { 1 };
-    writeln!(s, "#SBATCH --cpus-per-task={cpus}").unwrap();
+    writeln!(s, "#SBATCH --ntasks=1\n#SBATCH --cpus-per-task={cpus}").unwrap();
     if let (true, Some(g)) = (array, opts.gpus_per_task) {
         writeln!(s, "#SBATCH --gpus-per-task={g}").unwrap();
     }
@@ -226,6 +228,7 @@ mod tests {
             "# Written by `fp8 sweep --slurm`.",
             "#SBATCH --job-name=lr-sweep",
             "#SBATCH --array=0-3%2",
+            "#SBATCH --ntasks=1",
             "#SBATCH --cpus-per-task=4",
             "#SBATCH --gpus-per-task=1",
             "#SBATCH --partition=gpu",
@@ -254,6 +257,7 @@ mod tests {
             [
                 "#SBATCH --job-name=fp8-sweep",
                 "#SBATCH --array=0-0",
+                "#SBATCH --ntasks=1",
                 "#SBATCH --cpus-per-task=1",
                 "#SBATCH --output=\"/w/out/paper/slurm/array-%A_%a.out\"",
             ]
@@ -274,6 +278,7 @@ mod tests {
             "# fp8 sweep, collect job: the report of the array's results, once every task has ended.",
             "# Written by `fp8 sweep --slurm`.",
             "#SBATCH --job-name=lr-sweep-collect",
+            "#SBATCH --ntasks=1",
             "#SBATCH --cpus-per-task=1",
             "#SBATCH --partition=gpu",
             "#SBATCH --account=proj42",

@@ -7,7 +7,8 @@
 //! killed point was resumed from its last step by the re-submission; each task ran only its shard;
 //! the collect job ran after every array task had ended, also when one was cancelled (which
 //! `afterok` would not do); re-submitting a finished sweep changed nothing; and the final report
-//! equals that of a local run of the same sweep file.
+//! equals that of a local run of the same sweep file. First of all, a submission to a partition
+//! that does not exist must fail with an error naming the command and quoting sbatch.
 //!
 //! The sweep is run by a stand-in `fp8` (tests/standin-fp8.sh) that implements the shared-file-system
 //! claim protocol the real `fp8 sweep --shard` must follow; [`Subject`] is all the test knows about
@@ -344,6 +345,29 @@ fn a_killed_task_is_resumed_by_resubmission_and_every_point_runs_once() {
         tasks: opts.array_tasks(subject.points.len()),
     };
     assert_eq!(job.tasks, TASKS);
+    // 0. sbatch's own refusal reaches the caller, naming the command and quoting sbatch.
+    let bad = SlurmOptions {
+        partition: Some("no-such-partition".into()),
+        ..opts.clone()
+    };
+    let bad_scripts = write_scripts(
+        &job,
+        &render_array_script(&bad, &job).unwrap(),
+        &render_collect_script(&bad, &job, &[]).unwrap(),
+    )
+    .unwrap();
+    let err = submit(&cluster.sbatch(), &bad_scripts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sbatch --parsable") && err.contains("array.sbatch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("invalid partition specified: no-such-partition"),
+        "{err}"
+    );
+
     let scripts = write_scripts(
         &job,
         &render_array_script(&opts, &job).unwrap(),
