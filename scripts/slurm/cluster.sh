@@ -82,7 +82,7 @@ write_conf() {
     cpus=$(nproc)
     mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
     # Leave a tenth of the memory to the system, as a real node would.
-    mem_mb=$((mem_kb / 1024 * 9 / 10))
+    mem_mb=$((mem_kb * 9 / 10 / 1024))
     mkdir -p "$DIR/etc" "$DIR/state" "$DIR/spool" "$RUN" "$LOG"
     cat >"$CONF.tmp" <<EOF
 # Written by scripts/slurm/cluster.sh: a one-node cluster on localhost.
@@ -150,8 +150,7 @@ start_munged() {
         --pid-file="$MUNGE_DIR/munged.pid" --log-file="$MUNGE_DIR/munged.log" \
         --seed-file="$MUNGE_DIR/munged.seed" ||
         die "munged failed to start; see $MUNGE_DIR/munged.log"
-    local i
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         munge_works && return
         sleep 0.1
     done
@@ -173,8 +172,7 @@ start_daemon() {
     fi
     say "starting $name"
     "$name" "$@" || die "$name failed to start; see $LOG/$name.log"
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         if live_pid "$RUN/$name.pid" >/dev/null; then
             # A daemon that cannot bind its port exits just after writing its pid file.
             sleep 0.3
@@ -208,15 +206,15 @@ wait_idle() {
 }
 
 stop_pidfile() {
-    local name=$1 file=$2 pid i
+    local name=$1 file=$2 pid
     if ! pid=$(live_pid "$file"); then
-        say "$name not running"
+        say "$name: not running from $DIR; nothing to stop"
         rm -f "$file"
         return
     fi
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -246,7 +244,7 @@ stop)
         if [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
             say "cancelling this cluster's jobs"
             scancel --full --user=root 2>/dev/null || true
-            for i in $(seq 150); do
+            for _ in $(seq 150); do
                 [ -z "$(squeue -h -t running,completing -o %i 2>/dev/null)" ] && break
                 sleep 0.1
             done
