@@ -23,6 +23,35 @@
 //! interrupted ones. Re-submitting is therefore always safe, and is the way to finish a sweep whose
 //! tasks were killed or timed out.
 //!
+//! How `fp8 sweep --slurm [--submit]` uses it:
+//!
+//! ```no_run
+//! use fp8_slurm::{render_array_script, render_collect_script, submit, write_scripts};
+//! use fp8_slurm::{Sbatch, SlurmOptions, SweepJob};
+//! use std::path::Path;
+//!
+//! # fn main() -> Result<(), fp8_slurm::Error> {
+//! let from_file = SlurmOptions::default(); // the sweep file's `slurm:` section
+//! let from_flags = SlurmOptions { partition: Some("gpu".into()), ..Default::default() };
+//! let opts = from_file.merged(&from_flags);
+//! opts.validate()?;
+//! let grid_points = 48;
+//! let job = SweepJob::new(
+//!     Path::new("/opt/fp8/bin/fp8"), // std::env::current_exe()
+//!     Path::new("sweeps/paper.ron"),
+//!     Path::new("sweeps/out/paper"),
+//!     Path::new("/home/me/fp8"), // std::env::current_dir()
+//!     opts.array_tasks(grid_points),
+//! )?;
+//! let array = render_array_script(&opts, &job)?;
+//! let collect = render_collect_script(&opts, &job, &[])?;
+//! // --slurm alone prints `array` and `collect`; --submit:
+//! let ids = submit(&Sbatch::default(), &write_scripts(&job, &array, &collect)?)?;
+//! println!("array job {}, collect job {}", ids.array, ids.collect);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The crate has no `burn` dependency and runs no Slurm command except `sbatch` in [`submit`]. Its
 //! real-cluster test (`tests/real_slurm.rs`) starts a one-node cluster on localhost with
 //! `scripts/slurm/cluster.sh`, submits, kills a task, re-submits and checks that every point ran

@@ -28,6 +28,25 @@ pub struct SweepJob {
 }
 
 impl SweepJob {
+    /// A job whose relative paths (as typed on the command line: `--out sweeps/out/paper`) are
+    /// taken relative to `workdir`, normally the current directory, which must be absolute.
+    pub fn new(
+        fp8_exe: &Path,
+        sweep_file: &Path,
+        out_dir: &Path,
+        workdir: &Path,
+        tasks: u32,
+    ) -> Result<SweepJob, Error> {
+        absolute_utf8("working directory", workdir)?;
+        Ok(SweepJob {
+            fp8_exe: workdir.join(fp8_exe),
+            sweep_file: workdir.join(sweep_file),
+            out_dir: workdir.join(out_dir),
+            workdir: workdir.to_owned(),
+            tasks,
+        })
+    }
+
     /// Directory of the scripts and of the jobs' output files: `OUT_DIR/slurm`.
     pub fn slurm_dir(&self) -> PathBuf {
         self.out_dir.join("slurm")
@@ -298,6 +317,33 @@ mod tests {
             plain.lines().last(),
             Some("exec /w/bin/fp8 report /w/out/paper")
         );
+    }
+
+    #[test]
+    fn new_makes_relative_paths_absolute_against_the_working_directory() {
+        let j = SweepJob::new(
+            Path::new("/opt/bin/fp8"),
+            Path::new("sweeps/paper.ron"),
+            Path::new("out/paper"),
+            Path::new("/home/me/fp8"),
+            5,
+        )
+        .unwrap();
+        assert_eq!(j.fp8_exe, Path::new("/opt/bin/fp8"));
+        assert_eq!(j.sweep_file, Path::new("/home/me/fp8/sweeps/paper.ron"));
+        assert_eq!(j.out_dir, Path::new("/home/me/fp8/out/paper"));
+        assert_eq!(j.slurm_dir(), Path::new("/home/me/fp8/out/paper/slurm"));
+        assert_eq!(j.tasks, 5);
+        let err = SweepJob::new(
+            Path::new("fp8"),
+            Path::new("s"),
+            Path::new("o"),
+            Path::new("rel"),
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("working directory `rel`"), "{err}");
     }
 
     #[test]
