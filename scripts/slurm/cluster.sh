@@ -19,8 +19,8 @@
 # proctrack/linuxproc, task/none, select/cons_tres with CR_CPU (a task takes CPUs, not whole
 # nodes), no accounting database; finished jobs are logged by jobcomp/filetxt to DIR/log/jobcomp.txt.
 # The node's CPUs and memory are read from this machine. Ports: $FP8_SLURMCTLD_PORT (6817) and
-# $FP8_SLURMD_PORT (6818). Both `start` and `stop` are idempotent; `stop` kills only processes whose
-# pid files this script's daemons wrote under DIR.
+# $FP8_SLURMD_PORT (6818). Both `start` and `stop` are idempotent; `stop` cancels the cluster's jobs,
+# then kills only the daemons whose pid files are under DIR.
 set -euo pipefail
 
 usage() {
@@ -241,9 +241,11 @@ stop)
     # Jobs first: a job's slurmstepd outlives slurmd, so cancel this cluster's jobs and give
     # them a few seconds to go (KillWait is 5 s) before stopping the daemons.
     if [ -f "$CONF" ] && live_pid "$RUN/slurmctld.pid" >/dev/null; then
-        if [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
-            say "cancelling this cluster's jobs"
-            scancel --full --user=root 2>/dev/null || true
+        jobs=$(squeue -h -o %i 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            say "cancelling this cluster's jobs: $(echo "$jobs" | tr '\n' ' ')"
+            # shellcheck disable=SC2086 # one job id per word
+            scancel --full $jobs 2>/dev/null || true
             for _ in $(seq 150); do
                 [ -z "$(squeue -h -t running,completing -o %i 2>/dev/null)" ] && break
                 sleep 0.1
