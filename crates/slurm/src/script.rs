@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn array_script_with_every_option() {
-        let s = render_array_script(&full_options(), &job(Path::new("/work/fp8"))).unwrap();
+        let s = render_array_script(&full_options(), &job(Path::new("/home/me/fp8"))).unwrap();
         let expected = [
             "#!/bin/bash",
             "# fp8 sweep as a Slurm job array: task i runs the grid points whose index is i modulo the task count.",
@@ -253,13 +253,13 @@ mod tests {
             "#SBATCH --partition=gpu",
             "#SBATCH --account=proj42",
             "#SBATCH --time=0-01:30:00",
-            "#SBATCH --output=\"/work/fp8/out/paper/slurm/array-%A_%a.out\"",
+            "#SBATCH --output=\"/home/me/fp8/out/paper/slurm/array-%A_%a.out\"",
             "#SBATCH --qos=normal",
             "#SBATCH --mem-per-cpu=2G",
             "set -euo pipefail",
-            "cd /work/fp8",
+            "cd /home/me/fp8",
             ": \"${SLURM_ARRAY_TASK_ID:?not set: submit this script with sbatch, as a job array}\"",
-            "exec /work/fp8/bin/fp8 sweep /work/fp8/sweeps/paper.ron --out /work/fp8/out/paper --shard \"$SLURM_ARRAY_TASK_ID/4\" --jobs 1",
+            "exec /home/me/fp8/bin/fp8 sweep /home/me/fp8/sweeps/paper.ron --out /home/me/fp8/out/paper --shard \"$SLURM_ARRAY_TASK_ID/4\" --jobs 1",
         ];
         assert_eq!(s.lines().collect::<Vec<_>>(), expected);
         assert!(s.ends_with('\n'));
@@ -288,8 +288,8 @@ mod tests {
     fn collect_script_runs_the_merge_then_the_report_on_one_cpu() {
         let s = render_collect_script(
             &full_options(),
-            &job(Path::new("/work/fp8")),
-            &["sweep", "/work/fp8/sweeps/paper.ron", "--merge"],
+            &job(Path::new("/home/me/fp8")),
+            &["sweep", "/home/me/fp8/sweeps/paper.ron", "--merge"],
         )
         .unwrap();
         let expected = [
@@ -302,13 +302,13 @@ mod tests {
             "#SBATCH --partition=gpu",
             "#SBATCH --account=proj42",
             "#SBATCH --time=0-01:30:00",
-            "#SBATCH --output=\"/work/fp8/out/paper/slurm/collect-%j.out\"",
+            "#SBATCH --output=\"/home/me/fp8/out/paper/slurm/collect-%j.out\"",
             "#SBATCH --qos=normal",
             "#SBATCH --mem-per-cpu=2G",
             "set -euo pipefail",
-            "cd /work/fp8",
-            "/work/fp8/bin/fp8 sweep /work/fp8/sweeps/paper.ron --merge",
-            "exec /work/fp8/bin/fp8 report /work/fp8/out/paper",
+            "cd /home/me/fp8",
+            "/home/me/fp8/bin/fp8 sweep /home/me/fp8/sweeps/paper.ron --merge",
+            "exec /home/me/fp8/bin/fp8 report /home/me/fp8/out/paper",
         ];
         assert_eq!(s.lines().collect::<Vec<_>>(), expected);
         let plain =
