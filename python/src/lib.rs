@@ -63,9 +63,10 @@ fn quantize<'py>(
 
 /// The telemetry of fp8.quantize with the same arguments, as a dict: amax (largest finite |x|),
 /// scale (the tensor scale; for row/col/block/MX the mean of the tile scales), underflow
-/// (fraction of non-zero finite inputs that became zero), saturation (fraction of finite inputs
-/// that saturated or overflowed), snr_db (10 log10 of signal over error energy; inf when
-/// exact) and count (elements). The same names as `fp8 cast --stats`.
+/// (non-zero finite inputs that became zero) and saturation (finite inputs that saturated to
+/// +-max or overflowed), both as fractions of all elements, snr_db (10 log10 of signal over
+/// error energy over finite inputs; inf when exact) and count (elements). The same names as
+/// `fp8 cast --stats`.
 #[pyfunction]
 #[pyo3(signature = (x, format, *, rounding="nearest", scaling="none", block=32, seed=0,
                     saturate=None, subnormals=true))]
