@@ -5,8 +5,8 @@
 //! The usual crate (`tensorboard-rs`) is unmaintained (RUSTSEC-2024-0437) and pulls in a protoc
 //! build step. We write few kinds of summaries (scalars, histograms, and the plugin summaries of
 //! [`hparams`] and [`custom_scalars`]), so the handful of protobuf messages involved are declared
-//! here with `prost` derive macros. Field numbers are
-//! copied from TensorFlow's `core/util/event.proto` and `core/framework/{summary,tensor,tensor_shape}.proto`; changing
+//! here with `prost` derive macros. Field numbers are copied from TensorFlow's
+//! `core/util/event.proto` and `core/framework/{summary,tensor,tensor_shape}.proto`; changing
 //! one silently breaks every reader, so do not.
 //!
 //! # File format
