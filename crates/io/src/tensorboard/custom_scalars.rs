@@ -146,8 +146,9 @@ pub fn layout_summary(layout: &Layout) -> Summary {
     }
 }
 
-/// Name of the event file holding a directory's layout (fixed, so rewriting replaces it).
-pub const EVENT_FILE: &str = "events.out.tfevents.0.fp8-layout";
+/// Name of the event file holding a directory's layout: fixed, so rewriting replaces it, and
+/// sorting after training event files, like [`super::hparams::EVENT_FILE`].
+pub const EVENT_FILE: &str = "events.out.tfevents.9999999999.fp8-layout";
 
 /// Write `layout` to `dir` (a sweep root or a run directory), replacing an earlier one.
 pub fn write_layout(dir: &Path, layout: &Layout) -> io::Result<()> {

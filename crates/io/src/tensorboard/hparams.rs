@@ -428,9 +428,10 @@ pub fn sweep_experiment_summary(description: &str, runs: &[SweepRun], time_secs:
 }
 
 /// Name of the event file holding the hparams summaries of a directory. Fixed, so rewriting it
-/// (a resumed sweep) replaces it instead of adding a second copy; it sorts before the
-/// training events' `events.out.tfevents.<secs>...` names.
-pub const EVENT_FILE: &str = "events.out.tfevents.0.fp8-hparams";
+/// (a resumed sweep) replaces it instead of adding a second copy. It sorts after the training
+/// events' `events.out.tfevents.<secs>...` names (until the year 2286), because TensorBoard's
+/// Python loader, while running, only looks for files that sort after the one it is reading.
+pub const EVENT_FILE: &str = "events.out.tfevents.9999999999.fp8-hparams";
 
 /// Write the HParams summaries of a sweep: the experiment at `root`, and each run's session in
 /// `root/<run_dir>` (next to its training events). Rewrites its own files only; call it again
@@ -559,6 +560,14 @@ mod tests {
             ]
         );
         assert_eq!(s[1].0, 100);
+    }
+
+    #[test]
+    fn our_files_sort_after_training_event_files() {
+        let training = "events.out.tfevents.1764582000.host.4242.0";
+        assert!(EVENT_FILE > training);
+        assert!(crate::tensorboard::custom_scalars::EVENT_FILE > training);
+        assert!(EVENT_FILE.contains("tfevents")); // what TensorBoard looks for
     }
 
     #[test]
