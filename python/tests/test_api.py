@@ -256,7 +256,7 @@ def test_formats_lists_the_named_formats_with_known_constants():
 def test_gil_is_released_while_casting():
     """Another Python thread runs while a cast is in progress. The switch interval is raised so
     that, were the GIL held during the cast, the other thread could not run at all then."""
-    big = np.random.default_rng(4).standard_normal(1 << 24).astype(np.float32)
+    big = np.random.default_rng(4).standard_normal(1 << 23).astype(np.float32)
     ticks = [0]
     stop = threading.Event()
 
@@ -265,7 +265,7 @@ def test_gil_is_released_while_casting():
             ticks[0] += 1
 
     old = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)
+    sys.setswitchinterval(0.2)
     t = threading.Thread(target=spin)
     t.start()
     try:
