@@ -3,9 +3,10 @@
 //! # Why hand-rolled
 //!
 //! The usual crate (`tensorboard-rs`) is unmaintained (RUSTSEC-2024-0437) and pulls in a protoc
-//! build step. We only ever write two kinds of summaries, scalars and histograms, so the four
-//! protobuf messages involved are declared here with `prost` derive macros. Field numbers are
-//! copied from TensorFlow's `core/util/event.proto` and `core/framework/summary.proto`; changing
+//! build step. We write few kinds of summaries (scalars, histograms, and the plugin summaries of
+//! [`hparams`] and [`custom_scalars`]), so the handful of protobuf messages involved are declared
+//! here with `prost` derive macros. Field numbers are copied from TensorFlow's
+//! `core/util/event.proto` and `core/framework/{summary,tensor,tensor_shape}.proto`; changing
 //! one silently breaks every reader, so do not.
 //!
 //! # File format
@@ -40,6 +41,9 @@
 //! pushed to the file at most [`FLUSH_INTERVAL`] after they were made (checked on each write),
 //! so a live TensorBoard keeps up without a syscall per scalar; [`EventWriter::flush`] forces
 //! it. Dropping the writer flushes too, ignoring errors (there is nobody to report them to).
+
+pub mod custom_scalars;
+pub mod hparams;
 
 use prost::Message;
 use std::fs::{File, OpenOptions};
@@ -87,14 +91,18 @@ pub struct Summary {
 
 /// Nested types of [`Summary`].
 pub mod summary {
-    /// `Summary.Value`, reduced to tag, scalar and histogram.
+    /// `Summary.Value`, reduced to tag, metadata, scalar, histogram and tensor.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Value {
         /// Tag name, e.g. `train/loss`.
         #[prost(string, tag = "1")]
         pub tag: String,
+        /// Which plugin owns a tensor summary (hparams, custom scalars); `None` for scalars and
+        /// histograms, whose kind readers know from the value itself.
+        #[prost(message, optional, tag = "9")]
+        pub metadata: Option<super::SummaryMetadata>,
         /// `oneof value`.
-        #[prost(oneof = "value::Value", tags = "2, 5")]
+        #[prost(oneof = "value::Value", tags = "2, 5, 8")]
         pub value: Option<value::Value>,
     }
 
@@ -110,6 +118,122 @@ pub mod summary {
             /// A histogram.
             #[prost(message, tag = "5")]
             Histo(super::super::HistogramProto),
+            /// A tensor; plugins keep their payload in the metadata and put a tensor here.
+            #[prost(message, tag = "8")]
+            Tensor(super::super::TensorProto),
+        }
+    }
+}
+
+/// `tensorflow.SummaryMetadata` (summary.proto): which plugin a summary belongs to.
+#[derive(Clone, PartialEq, Message)]
+pub struct SummaryMetadata {
+    /// The owning plugin and its serialized payload.
+    #[prost(message, optional, tag = "1")]
+    pub plugin_data: Option<PluginData>,
+    /// How the data is stored; plugins' tensor summaries use [`DATA_CLASS_TENSOR`].
+    #[prost(int32, tag = "4")]
+    pub data_class: i32,
+}
+
+/// `SummaryMetadata.PluginData`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PluginData {
+    /// E.g. `"hparams"`, `"custom_scalars"`.
+    #[prost(string, tag = "1")]
+    pub plugin_name: String,
+    /// The plugin's own serialized protobuf message.
+    #[prost(bytes = "vec", tag = "2")]
+    pub content: Vec<u8>,
+}
+
+/// `DataClass.DATA_CLASS_TENSOR` (summary.proto).
+pub const DATA_CLASS_TENSOR: i32 = 2;
+
+/// `tensorflow.TensorProto` (tensor.proto), reduced to dtype, shape and string values.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorProto {
+    /// `tensorflow.DataType`: [`DT_FLOAT`] or [`DT_STRING`].
+    #[prost(int32, tag = "1")]
+    pub dtype: i32,
+    /// Absent or empty dims: a scalar.
+    #[prost(message, optional, tag = "2")]
+    pub tensor_shape: Option<TensorShapeProto>,
+    /// Elements of a string tensor.
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    pub string_val: Vec<Vec<u8>>,
+}
+
+/// `tensorflow.TensorShapeProto` (tensor_shape.proto).
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeProto {
+    /// Dimension sizes, outermost first.
+    #[prost(message, repeated, tag = "2")]
+    pub dim: Vec<TensorShapeDim>,
+}
+
+/// `TensorShapeProto.Dim`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeDim {
+    #[prost(int64, tag = "1")]
+    pub size: i64,
+}
+
+/// `tensorflow.DT_FLOAT`.
+pub const DT_FLOAT: i32 = 1;
+/// `tensorflow.DT_STRING`.
+pub const DT_STRING: i32 = 7;
+
+impl TensorProto {
+    /// The empty float tensor of shape `[0]` that the hparams plugin attaches to its summaries.
+    pub fn empty_float() -> TensorProto {
+        TensorProto {
+            dtype: DT_FLOAT,
+            tensor_shape: Some(TensorShapeProto {
+                dim: vec![TensorShapeDim { size: 0 }],
+            }),
+            string_val: Vec::new(),
+        }
+    }
+
+    /// A scalar string tensor holding `bytes`.
+    pub fn scalar_string(bytes: Vec<u8>) -> TensorProto {
+        TensorProto {
+            dtype: DT_STRING,
+            tensor_shape: Some(TensorShapeProto::default()),
+            string_val: vec![bytes],
+        }
+    }
+}
+
+impl summary::Value {
+    /// A scalar value.
+    pub fn scalar(tag: &str, value: f32) -> summary::Value {
+        summary::Value {
+            tag: tag.to_string(),
+            metadata: None,
+            value: Some(summary::value::Value::SimpleValue(value)),
+        }
+    }
+
+    /// A plugin's tensor summary: `content` (the plugin's serialized message) in the metadata,
+    /// `tensor` as the value.
+    pub fn plugin(
+        tag: &str,
+        plugin: &str,
+        content: Vec<u8>,
+        tensor: TensorProto,
+    ) -> summary::Value {
+        summary::Value {
+            tag: tag.to_string(),
+            metadata: Some(SummaryMetadata {
+                plugin_data: Some(PluginData {
+                    plugin_name: plugin.to_string(),
+                    content,
+                }),
+                data_class: DATA_CLASS_TENSOR,
+            }),
+            value: Some(summary::value::Value::Tensor(tensor)),
         }
     }
 }
@@ -224,6 +348,15 @@ impl EventWriter {
         self.write_summary(step, tag, summary::value::Value::Histo(histo))
     }
 
+    /// Log a summary (several values, plugin summaries) at `step`.
+    pub fn add_summary(&mut self, summary: Summary, step: i64) -> io::Result<()> {
+        self.write_event(&Event {
+            wall_time: now(),
+            step,
+            what: Some(event::What::Summary(summary)),
+        })
+    }
+
     /// Write an arbitrary event (for summaries not covered above).
     pub fn write_event(&mut self, event: &Event) -> io::Result<()> {
         let record = encode_record(&event.encode_to_vec());
@@ -256,6 +389,7 @@ impl EventWriter {
             what: Some(event::What::Summary(Summary {
                 value: vec![summary::Value {
                     tag: tag.to_string(),
+                    metadata: None,
                     value: Some(value),
                 }],
             })),
@@ -267,6 +401,39 @@ impl Drop for EventWriter {
     fn drop(&mut self) {
         let _ = self.out.flush();
     }
+}
+
+/// Write a whole event file at `path` (the version record, then one event per `(step,
+/// summary)`), replacing any file there atomically: written to a temporary name without
+/// `tfevents` in it (so TensorBoard never reads it half-written), then renamed.
+///
+/// This is for summaries that describe a run rather than follow it (hparams, layouts): a
+/// fixed name, rewritten whenever they change, leaves exactly one copy however often a
+/// sweep is resumed.
+pub fn write_event_file(path: impl AsRef<Path>, summaries: &[(i64, Summary)]) -> io::Result<()> {
+    let path = path.as_ref();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| with_path(e, "creating log directory", dir))?;
+    let wall_time = now();
+    let mut bytes = encode_record(
+        &Event {
+            wall_time,
+            step: 0,
+            what: Some(event::What::FileVersion(FILE_VERSION.to_string())),
+        }
+        .encode_to_vec(),
+    );
+    for (step, s) in summaries {
+        let e = Event {
+            wall_time,
+            step: *step,
+            what: Some(event::What::Summary(s.clone())),
+        };
+        bytes.extend_from_slice(&encode_record(&e.encode_to_vec()));
+    }
+    let tmp = dir.join(format!(".fp8-events.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(|e| with_path(e, "writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| with_path(e, "renaming into", path))
 }
 
 /// Read every event of an event file, checking both CRCs of every record. Meant for tests and
@@ -460,6 +627,7 @@ mod tests {
         // A zero scalar must still be serialized (tag 2, wire type 5 = 0x15).
         let v = summary::Value {
             tag: "t".into(),
+            metadata: None,
             value: Some(summary::value::Value::SimpleValue(0.0)),
         };
         assert_eq!(v.encode_to_vec(), vec![0x0a, 1, b't', 0x15, 0, 0, 0, 0]);
