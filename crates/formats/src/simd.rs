@@ -19,14 +19,14 @@ use crate::scaling::{tile_scale, TileRule};
 use std::mem::MaybeUninit;
 
 const LANES: usize = 16;
+const ABS: u32 = 0x7fff_ffff;
+const INF: u32 = 0x7f80_0000;
 
 /// Slices at least this long are split across the rayon pool.
 pub(crate) const PAR_MIN: usize = 1 << 16;
 /// Fixed work-item size, independent of the thread count (keeps stats sums reproducible); a
 /// multiple of [`BLOCK`].
 pub(crate) const CHUNK: usize = 1 << 16;
-const ABS: u32 = 0x7fff_ffff;
-const INF: u32 = 0x7f80_0000;
 
 /// Per-work-item statistics, merged in a fixed order by the caller.
 #[derive(Clone, Copy, Debug, Default)]
