@@ -295,15 +295,8 @@ fn normalize(v: &mut [f64]) {
 
 /// Standard normal values from SplitMix64 and Box–Muller (deterministic in `seed`).
 fn gaussian(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed ^ 0x5EED_4E55_1A2B_3C4D;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
+    let mut rng = fp8_formats::rng::SplitMix64::new(seed ^ 0x5EED_4E55_1A2B_3C4D);
+    let mut next = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     (0..n)
         .map(|_| {
             let (u1, u2) = (next(), next());

@@ -2,7 +2,7 @@
 //! link-time registry, the precision context a training loop installs, and the backend decorator
 //! [`Precision`] that applies the active recipe to every GEMM of any burn model.
 //!
-//! See `../shared/DESIGN.md` §3–§4 for the semantics.
+//! See `docs/DESIGN.md` §3–§4 for the semantics.
 
 pub mod context;
 pub mod fused;

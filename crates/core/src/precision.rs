@@ -8,7 +8,7 @@
 //! from burn's trait definitions, default methods included, so `B`'s optimised kernels and
 //! Autodiff's own backward formulas are kept). Two ops differ: `float_matmul` and `linear`. When
 //! a site scope is open ([`crate::sites`]) and a precision context is active
-//! ([`crate::context`]), they compute (DESIGN.md §3)
+//! ([`crate::context`]), they compute (docs/DESIGN.md §3)
 //!
 //! ```text
 //! x̂ = qf(qb(x, dx), x)      ŵ = qf(qb(w, dw), w)

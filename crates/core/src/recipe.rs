@@ -1,6 +1,6 @@
 //! The [`Recipe`] trait and the link-time registry of recipe kinds.
 //!
-//! A recipe is a small declarative value (DESIGN.md §7): given a GEMM site, a tensor role and the
+//! A recipe is a small declarative value (docs/DESIGN.md §7): given a GEMM site, a tensor role and the
 //! optimizer step it answers with a [`QuantSpec`] or "leave this tensor in f32". Recipes that keep
 //! state (amax histories) expose it through [`Recipe::state`] / [`Recipe::restore`] so that
 //! checkpoints carry it.

@@ -1,4 +1,4 @@
-//! The six tensor roles of a GEMM site (DESIGN.md §3).
+//! The six tensor roles of a GEMM site (docs/DESIGN.md §3).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -17,19 +17,19 @@ use fp8_core::context::{activate, PrecisionContext};
 use fp8_core::precision::device::{device_supports, quantize_tensor, Unsupported};
 use fp8_core::precision::{quantize_via_device, quantize_via_host};
 use fp8_core::{Recipe, Role};
+use fp8_formats::rng::SplitMix64;
 use fp8_formats::{
     BlockAxis, CastSpec, Family, Format, MxRule, QuantSpec, Rounding, Scaling, Stats, TensorScale,
 };
 
-/// A small counter-based generator (splitmix64), so the tests need no extra dependency.
-struct Rng(u64);
+/// Test inputs from the workspace's SplitMix64, so the tests need no extra dependency.
+struct Rng(SplitMix64);
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(SplitMix64::new(seed))
+    }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
@@ -99,7 +99,7 @@ fn values(f: Format, seed: u64, n_random: usize) -> Vec<f32> {
         }
         e += 1.max((emax - emin) / 40);
     }
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for _ in 0..n_random {
         let e = emin - m - 4 + rng.below((emax - emin + m + 10) as u64) as i32;
         let e = e.clamp(-149, 127);
@@ -260,7 +260,7 @@ fn generic_formats_on<B: Backend>(device: &B::Device) {
 
 /// Scaled data: a [rows, cols] matrix of mixed magnitudes with a few specials.
 fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut v: Vec<f32> = (0..rows * cols)
         .map(|i| {
             // Rows of different magnitudes, so tiles get different scales.

@@ -1,4 +1,4 @@
-//! Tests of the `Precision` backend decorator (DESIGN.md §3).
+//! Tests of the `Precision` backend decorator (docs/DESIGN.md §3).
 //!
 //! The GEMM operands cannot be intercepted below `Autodiff` without a second full backend, so
 //! the tests check them algebraically instead: inputs are chosen so that every product and sum

@@ -9,9 +9,10 @@ pub struct Stats {
     pub amax: f32,
     /// The scale the cast used (the tensor scale; for block schemes the mean of block scales).
     pub scale: f32,
-    /// Fraction of non-zero finite inputs that became zero.
+    /// Non-zero finite inputs that became zero, as a fraction of all elements.
     pub underflow: f64,
-    /// Fraction of finite inputs that saturated to ±max or overflowed to inf/NaN.
+    /// Finite inputs that saturated to ±max or overflowed to inf/NaN, as a fraction of all
+    /// elements.
     pub saturation: f64,
     /// 10·log10(Σx² / Σ(x−q)²) over finite inputs; +inf when exact.
     pub snr_db: f64,

@@ -1,7 +1,8 @@
 //! Runtime ISA dispatch, the lane-parallel `exp`, and fixed-order lane reductions.
 //!
 //! Every kernel body is `#[inline(always)]` code over plain `f32` lanes that LLVM vectorises; it
-//! is compiled three times (baseline, AVX2+FMA, AVX-512F) and [`dispatch`] picks one per call.
+//! is compiled once per SIMD level of fp8-formats' `cpu` module (baseline, AVX2+FMA, AVX-512) and
+//! [`dispatch`] picks one per call.
 //! All copies compute the same bits: Rust never contracts `a * b + c` into an FMA, and reductions
 //! run in [`L`] independent accumulators combined in a fixed tree, so the order of additions is
 //! fixed by the row layout alone, never by the vector width or the thread count.
@@ -9,62 +10,13 @@
 /// Number of independent accumulators per reduction (one AVX-512 register, two AVX2 ones).
 pub(crate) const L: usize = 16;
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-/// Which compiled copy this CPU runs: 0 baseline, 1 AVX2+FMA, 2 AVX-512F. Detected once;
-/// `FP8_SIMD_LEVEL=0|1` caps it (to exercise the other copies on a newer CPU), as in fp8-formats.
-#[cfg(target_arch = "x86_64")]
-fn level() -> u8 {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
-    let l = LEVEL.load(Ordering::Relaxed);
-    if l != u8::MAX {
-        return l;
-    }
-    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    let l = if avx2 && std::is_x86_feature_detected!("avx512f") {
-        2
-    } else if avx2 {
-        1
-    } else {
-        0
-    };
-    let cap = std::env::var("FP8_SIMD_LEVEL")
-        .ok()
-        .and_then(|v| v.parse::<u8>().ok())
-        .unwrap_or(2);
-    let l = l.min(cap);
-    LEVEL.store(l, Ordering::Relaxed);
-    l
-}
-
-/// Run `f` compiled for the best vector ISA this CPU has. Pass an `#[inline(always)]` closure
-/// that calls only `#[inline(always)]` code: anything LLVM leaves out of line is compiled for the
-/// baseline ISA (a plain closure was, and ran 2–4× slower).
-#[inline(always)]
-pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match level() {
-            // SAFETY: the CPU supports these features (checked by `level`).
-            2 => return unsafe { run_avx512(f) },
-            // SAFETY: as above.
-            1 => return unsafe { run_avx2(f) },
-            _ => {}
-        }
-    }
-    f()
-}
+/// Run `f` compiled for the best vector ISA this CPU has: fp8-formats' [`dispatch`] (one
+/// detection and one `FP8_SIMD_LEVEL` cap for the whole process). Pass an `#[inline(always)]`
+/// closure that calls only `#[inline(always)]` code: anything LLVM leaves out of line is
+/// compiled for the baseline ISA (a plain closure was, and ran 2–4× slower).
+///
+/// [`dispatch`]: fp8_formats::cpu::dispatch
+pub(crate) use fp8_formats::cpu::dispatch;
 
 /// `e^x` in f32 without a libm call, branch-free so that a loop over it vectorises.
 ///

@@ -4,7 +4,7 @@
 //! the family and sizes. The model is generic over any burn [`Backend`](burn::tensor::backend::Backend)
 //! so that the `Precision` decorator of `fp8-core` can wrap the real backend, and it names every
 //! GEMM with [`fp8_core::sites`] so a recipe can address each one (`h.3.attn.qkv`, `lm_head`, …;
-//! see `shared/DESIGN.md` §3 and [`ModelConfig::sites`]).
+//! see `docs/DESIGN.md` §3 and [`ModelConfig::sites`]).
 //!
 //! ```
 //! use burn::backend::NdArray;

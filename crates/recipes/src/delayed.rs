@@ -1,4 +1,4 @@
-//! TransformerEngine's delayed scaling (DESIGN.md §4): the scale a cast uses at step t comes from
+//! TransformerEngine's delayed scaling (docs/DESIGN.md §4): the scale a cast uses at step t comes from
 //! the amax history recorded up to step t−1.
 //!
 //! Per (site, role): `history[0]` collects this step's amax (the largest over every cast of the

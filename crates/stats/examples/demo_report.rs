@@ -17,6 +17,7 @@ fn main() -> std::io::Result<()> {
 
 mod fp8_stats_demo {
     use super::*;
+    use fp8_formats::rng::splitmix64 as hash;
 
     /// A deterministic fake sweep: recipes get less stable at higher learning rates, the more so
     /// the fewer bits they keep; the most fragile one also stalls for some seeds at the smallest
@@ -106,12 +107,5 @@ mod fp8_stats_demo {
             }
         }
         (results, curves)
-    }
-
-    fn hash(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }

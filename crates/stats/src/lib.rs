@@ -1,7 +1,7 @@
 //! Stability metrics, sweep statistics and the report writer for the fp8 project.
 //!
 //! This crate turns what training runs log (loss curves, last-token logits) into the numbers the
-//! study compares recipes by (Lee et al. 2024, "To FP8 and Back Again"; see DESIGN.md §5):
+//! study compares recipes by (Lee et al. 2024, "To FP8 and Back Again"; see docs/DESIGN.md §5):
 //!
 //! - [`sharpness`]: the paper's logit sharpness, in closed form;
 //! - [`divergence`], [`spikes`], [`loss_gap`]: per-run stability of the loss curve;

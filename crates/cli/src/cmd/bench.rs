@@ -95,7 +95,7 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
     let spread = a.format.max() / 8.0;
     let src: Vec<f32> = (0..a.elements as u64)
         .map(|i| {
-            let h = fp8_hash(i);
+            let h = fp8_formats::rng::splitmix64(i);
             let u = (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
             let v = ((h >> 8) & 0xffff) as f32 / 65536.0 - 0.5;
             (u + v) * spread
@@ -156,11 +156,4 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
-}
-
-fn fp8_hash(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

@@ -1,13 +1,11 @@
 //! Tiny deterministic randomness: SplitMix64, both as a stream and as a counter-based hash.
 //! No `rand` dependency: the streams must stay bit-identical across dependency upgrades, or
-//! synthetic datasets and batch orders would silently change under old run configs.
+//! synthetic datasets and batch orders would silently change under old run configs. The
+//! generator and its mixing function are the workspace's one copy, `fp8_formats::rng`; this
+//! module adds what only the data pipeline needs (hashing a tuple of words, a bounded draw).
 
-/// SplitMix64's finalizer: a bijection on u64 with full avalanche.
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use fp8_formats::rng::mix64 as mix;
+pub(crate) use fp8_formats::rng::SplitMix64;
 
 /// Hash a sequence of words into one. Each word is folded in after the previous state went
 /// through the full-avalanche `mix`, so (a, b) and (b, a) differ, and so do prefixes.
@@ -21,25 +19,6 @@ pub(crate) fn hash(words: &[u64]) -> u64 {
 /// irrelevant for token counts.
 pub(crate) fn below(x: u64, n: u64) -> u64 {
     ((x as u128 * n as u128) >> 64) as u64
-}
-
-/// The SplitMix64 stream generator.
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
 }
 
 #[cfg(test)]
