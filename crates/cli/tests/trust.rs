@@ -406,7 +406,7 @@ fn a_failed_write_names_the_file_and_leaves_no_temporary() {
     );
     let leftovers: Vec<String> = all_files(&r)
         .into_iter()
-        .filter(|f| f.contains(".tmp"))
+        .filter(|f| f.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -16,7 +16,7 @@ struct Every10;
 
 impl Observer for Every10 {
     fn step(&mut self, s: &StepDone) {
-        if s.done % 10 == 0 {
+        if s.done.is_multiple_of(10) {
             println!("step {}/{}: loss {:.4}", s.done, s.total, s.loss);
         }
     }

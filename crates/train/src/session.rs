@@ -255,7 +255,7 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
     /// Weight and gradient histograms, every `histogram_every` steps.
     pub fn log_histograms(&mut self, step: u64, grads: &GradientsParams) -> anyhow::Result<()> {
         let every = self.cfg.histogram_every;
-        if every == 0 || step % every != 0 {
+        if every == 0 || !step.is_multiple_of(every) {
             return Ok(());
         }
         let ctx = self.tb_context();
@@ -326,7 +326,7 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
     /// Evaluate every `eval_every` steps and after the last.
     pub fn eval_due(&self) -> bool {
         let (done, every) = (self.state.step, self.cfg.eval_every);
-        (every > 0 && done % every == 0) || done == self.cfg.steps
+        (every > 0 && done.is_multiple_of(every)) || done == self.cfg.steps
     }
 
     /// Validation loss and logit sharpness, logged and recorded.
@@ -360,7 +360,7 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
     /// Estimate the Hessian's top eigenvalue every `hessian_every` steps.
     pub fn hessian_due(&self) -> bool {
         let every = self.cfg.hessian_every;
-        every > 0 && self.state.step % every == 0
+        every > 0 && self.state.step.is_multiple_of(every)
     }
 
     /// The Hessian estimate, logged as `stability/hessian_top_eig`.
@@ -391,7 +391,7 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
     /// Checkpoint every `checkpoint_every` steps and after the last.
     pub fn checkpoint_due(&self) -> bool {
         let (done, every) = (self.state.step, self.cfg.checkpoint_every);
-        (every > 0 && done % every == 0) || done == self.cfg.steps
+        (every > 0 && done.is_multiple_of(every)) || done == self.cfg.steps
     }
 
     /// Write a checkpoint, unless the weights or the optimizer state are not finite: such a
