@@ -1,7 +1,7 @@
-//! The `fp8` command line: training, sweeps, reports and format tools.
-//!
-//! The library half holds everything the subcommands share (data, logging, the training loop)
-//! so integration tests and third-party binaries (see `examples/custom-recipe`) can drive it.
+//! The `fp8` command line: argument parsing, dispatch and presentation. The training and sweep
+//! engine is the `fp8-train` library; this crate turns flags into its configuration and renders
+//! its progress. Third-party binaries (see `examples/custom-recipe`) call [`main`] to get the
+//! whole CLI with their own recipes linked.
 
 // Link the built-in recipes into every binary that runs `fp8_cli::main`: they register
 // themselves with `inventory`, and an unreferenced crate would be dropped by the linker.
@@ -9,11 +9,7 @@ use fp8_recipes as _;
 
 mod alloc;
 mod app;
-pub mod backend;
 pub mod cmd;
-pub mod hessian;
-pub mod npy;
-pub mod sweep;
-pub mod train;
+pub mod progress;
 
 pub use app::main;

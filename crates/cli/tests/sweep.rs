@@ -279,9 +279,9 @@ fn interrupted_sweep_resumes_without_rerunning_and_reports() {
         "{s}"
     );
     assert_eq!(s["sequences"], 4);
-    let logits = fp8_cli::npy::read(&dump).unwrap();
+    let logits = fp8_io::npy::read(&dump).unwrap();
     assert_eq!(logits.shape, [4, 64]);
-    let targets = fp8_cli::npy::read(&dir.join("logits.targets.npy")).unwrap();
+    let targets = fp8_io::npy::read(&dir.join("logits.targets.npy")).unwrap();
     assert_eq!(targets.shape, [4]);
     let recomputed = fp8_stats::sharpness::mean_sharpness(
         &logits.data,

@@ -6,6 +6,8 @@
 //!   ([`tensorboard::custom_scalars`]).
 //! - [`data`]: token datasets (a synthetic Markov source with a known entropy rate, byte-level or
 //!   BPE-tokenized text, nanoGPT `.bin` shards) and deterministic, resumable batching.
+//! - [`npy`]: float32 `.npy` files (`fp8 cast`, `fp8 sharpness --dump-logits`).
 
 pub mod data;
+pub mod npy;
 pub mod tensorboard;

@@ -83,6 +83,7 @@ mod fp8_stats_demo {
                         diverged_step: d.map(|d| d.step),
                         final_loss: loss.last().unwrap().1,
                         best_loss: finite.iter().cloned().fold(f64::INFINITY, f64::min),
+                        initial_loss: None,
                         spike_count: fp8_stats::count_spikes(&loss, &Default::default()),
                         loss_gap: Some(0.05 * fragility),
                         max_sharpness: sharp.iter().map(|p| p.1).reduce(f64::max),

@@ -1,4 +1,12 @@
-//! `results.jsonl`: one JSON object per finished run of a sweep.
+//! The artefacts a run and a sweep leave, as typed values that are both written and read:
+//! [`Summary`] (`summary.json`), [`Curves`] (`curves.json`), and [`RunResult`] (one line of
+//! `results.jsonl`), plus [`write_atomic`], through which every one of them is written so that a
+//! reader sees either the old file or the new one, never a torn one.
+//!
+//! f64 values round-trip exactly: serde_json writes the shortest representation that reads back
+//! to the same bits, and the workspace builds it with `float_roundtrip` so that reading does too.
+//!
+//! # `results.jsonl`
 //!
 //! JSON Lines because a sweep appends as runs finish, possibly from several processes, and a
 //! partial file must stay readable. Each [`append_result`] writes one complete line with a single
@@ -19,11 +27,186 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// How a run ended.
+///
+/// A run itself records only `Converged` or `Diverged` (the divergence rule of
+/// [`crate::divergence`]); `Stalled` is assigned when a report classifies the losses of a run that
+/// did not diverge but failed to learn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Converged,
     Diverged,
+    Stalled,
+}
+
+impl Outcome {
+    /// The name used in files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::Diverged => "diverged",
+            Outcome::Stalled => "stalled",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `summary.json`: what one training run ended with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub outcome: Outcome,
+    /// The step the divergence rule fired; `None` when the run did not diverge.
+    #[serde(default, rename = "step", skip_serializing_if = "Option::is_none")]
+    pub diverged_step: Option<u64>,
+    /// Why the run was declared diverged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Optimizer steps taken (fewer than planned when stopped at divergence).
+    pub steps: u64,
+    /// The first step's training loss.
+    #[serde(default, with = "nonfinite_opt")]
+    pub initial_loss: Option<f64>,
+    #[serde(default, with = "nonfinite_opt")]
+    pub final_train_loss: Option<f64>,
+    /// Lowest finite training loss.
+    #[serde(default, with = "nonfinite_opt")]
+    pub best_train_loss: Option<f64>,
+    #[serde(default, with = "nonfinite_opt")]
+    pub final_val_loss: Option<f64>,
+    #[serde(default, with = "nonfinite_opt")]
+    pub best_val_loss: Option<f64>,
+    /// The data's entropy rate when known (synthetic data): the best achievable loss.
+    #[serde(default, with = "nonfinite_opt")]
+    pub entropy_floor: Option<f64>,
+    pub spike_count: u64,
+    #[serde(default, with = "nonfinite_opt")]
+    pub max_sharpness: Option<f64>,
+    pub tokens_per_s: f64,
+    pub wall_seconds: f64,
+    /// Recipe name (file stem unless the configuration names it).
+    pub recipe: String,
+    pub model: String,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl Summary {
+    pub fn diverged(&self) -> bool {
+        self.outcome == Outcome::Diverged
+    }
+
+    /// Read `summary.json`; errors name the file.
+    pub fn read(path: &Path) -> Result<Summary, ArtefactError> {
+        read_json(path)
+    }
+}
+
+/// `curves.json` of a run: `[step, value]` pairs. A NaN or infinite value (a diverged run's last
+/// loss) is written as `null` and reads back as NaN.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
+    #[serde(default, deserialize_with = "nan_for_null")]
+    pub losses: Vec<(u64, f64)>,
+    #[serde(default, deserialize_with = "nan_for_null")]
+    pub val_losses: Vec<(u64, f64)>,
+    #[serde(default, deserialize_with = "nan_for_null")]
+    pub sharpness: Vec<(u64, f64)>,
+}
+
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u64, f64)>, D::Error> {
+    let points: Vec<(u64, Option<f64>)> = Deserialize::deserialize(d)?;
+    Ok(points
+        .into_iter()
+        .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
+        .collect())
+}
+
+impl Curves {
+    /// The file name inside a run directory.
+    pub const FILE: &'static str = "curves.json";
+
+    /// Read `curves.json` from a run directory; errors name the file.
+    pub fn read(run_dir: &Path) -> Result<Curves, ArtefactError> {
+        read_json(&run_dir.join(Self::FILE))
+    }
+}
+
+/// A run artefact that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtefactError {
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is damaged or not what fp8 writes there: {message}", path.display())]
+    Malformed { path: PathBuf, message: String },
+}
+
+impl ArtefactError {
+    /// Whether the file simply does not exist (as opposed to existing but unreadable or damaged).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ArtefactError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// Read a JSON artefact of type `T`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ArtefactError> {
+    let bytes = std::fs::read(path).map_err(|source| ArtefactError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ArtefactError::Malformed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Write `value` as (pretty) JSON to `path` through [`write_atomic`].
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ArtefactError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| ArtefactError::Malformed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Replace `path` with `bytes` atomically: write a temporary file in the same directory (so the
+/// rename cannot cross file systems), flush it to disk, and rename it over `path`. A reader, or a
+/// later step after a crash, sees the old content or the new, never a prefix. On any error (a
+/// full disk, say) the temporary file is removed and the error names `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtefactError> {
+    let io_err = |source| ArtefactError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(io::Error::other("not a file path")))?;
+    // The process id keeps concurrent writers (sweep shards sharing a directory) apart.
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(e));
+    }
+    Ok(())
 }
 
 /// One line of `results.jsonl`.
@@ -40,6 +223,9 @@ pub struct RunResult {
     /// The step the divergence rule fired (see [`crate::divergence`]); `None` when converged.
     #[serde(default)]
     pub diverged_step: Option<u64>,
+    /// The first step's training loss (`None` in files written before it was recorded).
+    #[serde(default, with = "nonfinite_opt")]
+    pub initial_loss: Option<f64>,
     /// Training loss at the last step run (may be non-finite for a diverged run).
     #[serde(with = "nonfinite")]
     pub final_loss: f64,
@@ -308,6 +494,7 @@ mod tests {
                 3.25
             },
             best_loss: 3.2,
+            initial_loss: Some(4.1),
             spike_count: 2,
             loss_gap: Some(0.05),
             max_sharpness: None,
@@ -400,5 +587,124 @@ mod tests {
         assert!(read.results.is_empty() && read.warnings.len() == 1);
         append_result(&path, &sample(4, Outcome::Converged)).unwrap();
         assert_eq!(read_results(&path).unwrap().results.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod artefact_tests {
+    use super::*;
+
+    #[test]
+    fn f64_values_round_trip_bit_for_bit() {
+        // Values whose shortest decimal form the default (non-round-trip) parser can misread by
+        // one ulp: many-digit mantissas near the ends of the exponent range, and a sample of a
+        // deterministic sequence like a loss curve.
+        let mut x = 4.852030263919617_f64;
+        let mut values = vec![
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            5e-324,
+            0.1 + 0.2,
+            2.2250738585072011e-308,
+        ];
+        for _ in 0..2000 {
+            x = (x * 1.000123456789 + 1e-7).fract() * 7.0 + 1e-3;
+            values.push(x);
+        }
+        let curves = Curves {
+            losses: values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u64, v))
+                .collect(),
+            ..Default::default()
+        };
+        let back: Curves = serde_json::from_slice(&serde_json::to_vec(&curves).unwrap()).unwrap();
+        for (a, b) in curves.losses.iter().zip(&back.losses) {
+            assert_eq!(a.1.to_bits(), b.1.to_bits(), "{} read back as {}", a.1, b.1);
+        }
+    }
+
+    #[test]
+    fn summary_reads_what_it_writes_and_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        let s = Summary {
+            outcome: Outcome::Diverged,
+            diverged_step: Some(7),
+            reason: Some("non-finite loss (NaN)".into()),
+            steps: 7,
+            initial_loss: Some(4.158883083359672),
+            final_train_loss: Some(f64::NAN),
+            best_train_loss: Some(3.9),
+            final_val_loss: None,
+            best_val_loss: None,
+            entropy_floor: Some(2.5),
+            spike_count: 0,
+            max_sharpness: None,
+            tokens_per_s: 100.0,
+            wall_seconds: 1.5,
+            recipe: "fp32".into(),
+            model: "tiny".into(),
+            lr: 0.01,
+            seed: 3,
+        };
+        write_json(&path, &s).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""outcome": "diverged""#), "{text}");
+        assert!(text.contains(r#""step": 7"#), "{text}");
+        let back = Summary::read(&path).unwrap();
+        assert!(back.final_train_loss.unwrap().is_nan());
+        assert_eq!(back.initial_loss, s.initial_loss);
+        assert_eq!(back.recipe, "fp32");
+        // A summary written before `initial_loss` existed (NaN as null) still reads.
+        std::fs::write(
+            &path,
+            r#"{"outcome":"converged","steps":5,"final_train_loss":null,"best_train_loss":3.0,
+            "final_val_loss":3.1,"best_val_loss":3.1,"entropy_floor":null,"spike_count":0,
+            "max_sharpness":0.2,"tokens_per_s":1.0,"wall_seconds":2.0,"recipe":"r","model":"m",
+            "lr":0.001,"seed":0}"#,
+        )
+        .unwrap();
+        let old = Summary::read(&path).unwrap();
+        assert_eq!((old.outcome, old.initial_loss), (Outcome::Converged, None));
+        // A truncated file is a `Malformed` error naming it, not a missing one.
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let e = Summary::read(&path).unwrap_err();
+        assert!(
+            !e.is_missing() && e.to_string().contains("summary.json"),
+            "{e}"
+        );
+        assert!(Summary::read(&dir.path().join("none.json"))
+            .unwrap_err()
+            .is_missing());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_failed_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"old").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        // A path whose directory does not exist: the error names the path, nothing is left.
+        let bad = dir.path().join("missing/b.json");
+        let e = write_atomic(&bad, b"x").unwrap_err().to_string();
+        assert!(e.contains("missing/b.json"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.json"]);
+    }
+
+    #[test]
+    fn stalled_is_an_outcome_name() {
+        assert_eq!(
+            serde_json::to_string(&Outcome::Stalled).unwrap(),
+            r#""stalled""#
+        );
+        let o: Outcome = serde_json::from_str(r#""stalled""#).unwrap();
+        assert_eq!(o.to_string(), "stalled");
     }
 }

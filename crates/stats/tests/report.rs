@@ -17,6 +17,7 @@ fn run(recipe: &str, lr: f64, seed: u64, diverged: bool) -> RunResult {
         diverged_step: diverged.then_some(50),
         final_loss: if diverged { f64::NAN } else { 3.0 },
         best_loss: 3.0,
+        initial_loss: None,
         spike_count: diverged as u64,
         loss_gap: Some(0.1),
         max_sharpness: Some(1.0),

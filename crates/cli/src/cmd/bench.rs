@@ -87,21 +87,28 @@ fn time_rounds<const K: usize>(min_s: f64, fs: &mut [&mut dyn FnMut(); K]) -> ([
 fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.elements > 0, "--elements must be positive");
     anyhow::ensure!(a.threads > 0, "--threads must be positive");
+    anyhow::ensure!(
+        a.seconds.is_finite() && a.seconds > 0.0,
+        "--seconds {}: must be a finite number > 0",
+        a.seconds
+    );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
         .build()
         .context("building the thread pool")?;
     // Deterministic pseudo-normal data spread over the format's range (a few values overflow).
     let spread = a.format.max() / 8.0;
-    let src: Vec<f32> = (0..a.elements as u64)
-        .map(|i| {
-            let h = fp8_formats::rng::splitmix64(i);
-            let u = (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            let v = ((h >> 8) & 0xffff) as f32 / 65536.0 - 0.5;
-            (u + v) * spread
-        })
-        .collect();
-    let mut dst = vec![0f32; a.elements];
+    let mut src = buffer(a.elements)?;
+    src.extend((0..a.elements as u64).map(|i| {
+        let h = fp8_formats::rng::splitmix64(i);
+        let u = (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        let v = ((h >> 8) & 0xffff) as f32 / 65536.0 - 0.5;
+        (u + v) * spread
+    }));
+    let mut dst = buffer(a.elements)?;
+    dst.resize(a.elements, 0.0);
+    let mut work = buffer(a.elements)?;
+    work.extend_from_slice(&src);
     let cast_spec = CastSpec::new(a.format)
         .with_rounding(a.rounding)
         .with_seed(1);
@@ -124,7 +131,7 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
         };
         // The quantize and cast kernels work in place on `work` (a cast output is its own
         // fixed point, so every call does the same, data-independent work).
-        let work = std::cell::RefCell::new(src.clone());
+        let work = std::cell::RefCell::new(work);
         let mut quant = || {
             std::hint::black_box(quantize(&mut work.borrow_mut(), &shape, &qspec));
         };
@@ -157,3 +164,17 @@ fn cast(a: CastArgs) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// An empty buffer with room for `n` f32, or an error (instead of an allocation abort) when the
+/// memory cannot be had.
+fn buffer(n: usize) -> anyhow::Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| {
+        anyhow::anyhow!(
+            "--elements {n}: cannot allocate {:.1} GiB for each of the benchmark's three buffers ({e})",
+            n as f64 * 4.0 / (1u64 << 30) as f64
+        )
+    })?;
+    Ok(v)
+}
+

@@ -5,13 +5,12 @@
 //! percent from minute to minute. Two models (same init, same batches), one per recipe, take their
 //! optimizer steps alternately, so a burst of load from elsewhere hits both; the *ratio* of their
 //! median step times is then a stable figure even when tokens/s is not. Each step is the training
-//! loop's own [`optimizer_step`](crate::train::optimizer_step) (forward, backward, the recipe's
+//! loop's own [`optimizer_step`](fp8_train::optimizer_step) (forward, backward, the recipe's
 //! end of step, global-norm clipping, AdamW), without logging, evaluation or checkpoints. As in
 //! training, the casts gather precision telemetry only on the steps training would log
-//! ([`logs_at`](crate::train::logs_at), every `log_every` = 10 steps by default) and
+//! ([`logs_at`](fp8_train::logs_at), every `log_every` = 10 steps by default) and
 //! otherwise only what the recipe needs.
 
-use crate::train::{optimizer_step, TrainConfig};
 use anyhow::Context;
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
@@ -20,6 +19,7 @@ use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
 use fp8_models::{Model, ModelConfig};
+use fp8_train::{optimizer_step, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -141,7 +141,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(threads > 0, "--threads must be positive");
-    let device = crate::backend::train_device(&a.device, crate::backend::ComputeDtype::F32)?;
+    let device =
+        fp8_train::backend::train_device(&a.device, fp8_train::backend::ComputeDtype::F32)?;
     // Step on this thread with rayon's global pool, as `fp8 train` does. Not inside a pool's
     // `install`: the steps would then run on a pool worker, whose allocations come from a
     // per-thread malloc arena that glibc unmaps and maps again as its heaps empty and refill,
@@ -153,7 +154,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .is_ok()
         || rayon::current_num_threads() == threads;
     if global {
-        return crate::with_train_backend!(device, |B, d| bench::<B>(&a, threads, &d));
+        return fp8_train::with_train_backend!(device, |B, d| bench::<B>(&a, threads, &d));
     }
     // The global pool exists with another size (a caller that ran rayon before us): a pool of
     // the size asked for, at the cost above.
@@ -161,7 +162,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .num_threads(threads)
         .build()
         .context("building the thread pool")?;
-    crate::with_train_backend!(device, |B, d| pool.install(|| bench::<B>(&a, threads, &d)))
+    fp8_train::with_train_backend!(device, |B, d| pool.install(|| bench::<B>(&a, threads, &d)))
 }
 
 fn bench<B: FusedAutodiffBackend>(

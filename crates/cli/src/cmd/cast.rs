@@ -2,11 +2,11 @@
 //! the dequantized float32 result. The default (nearest-even, no saturation, no scaling)
 //! equals ml_dtypes' `x.astype(fmt).astype(np.float32)` bit for bit.
 
-use crate::npy;
 use anyhow::{bail, Context};
 use fp8_formats::{
     quantize, BlockAxis, CastSpec, Format, MxRule, QuantSpec, Rounding, Scaling, TensorScale,
 };
+use fp8_io::npy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

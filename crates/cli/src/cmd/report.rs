@@ -66,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
     let mut curves = Vec::new();
     for r in results {
-        let c = match crate::sweep::Curves::read(&dir.join(&r.run_dir)) {
+        let c = match fp8_stats::results::Curves::read(&dir.join(&r.run_dir)) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("warning: no curves for {}: {e:#}", r.run_dir);
@@ -114,6 +114,7 @@ mod tests {
             diverged_step: Some(1),
             final_loss: f64::NAN,
             best_loss: 5.0,
+            initial_loss: Some(5.0),
             spike_count: 0,
             loss_gap: None,
             max_sharpness: None,

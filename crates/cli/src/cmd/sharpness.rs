@@ -6,7 +6,7 @@
 //! `state.json` restores the recipe's scaling state and step, so the forward casts are the ones
 //! the run's own evaluation at that step would make. The batches are the trainer's validation
 //! batches 0..N (`Batcher::val_batch` with the run's seed), evaluated by the trainer's
-//! [`eval_batches`](crate::train::eval_batches).
+//! [`eval_batches`](fp8_train::eval_batches).
 //!
 //! Prints one JSON object. With `--dump-logits FILE.npy` it also writes the last-token logits as
 //! float32 `[n, V]` (n = batches × batch, sequences in batch order) to `FILE.npy`, and their
@@ -21,8 +21,6 @@
 //! phi = (100 * (f(y) - f(x)) / (1 + f(x))).mean()
 //! ```
 
-use crate::train::checkpoint::{self, LoopState};
-use crate::train::{eval_batches, TrainConfig};
 use anyhow::{bail, Context};
 use burn::module::Module;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
@@ -31,6 +29,8 @@ use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
 use fp8_models::{Model, ModelConfig};
+use fp8_train::checkpoint::{self, LoopState};
+use fp8_train::{eval_batches, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -77,8 +77,9 @@ pub struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let device = crate::backend::train_device(&args.device, crate::backend::ComputeDtype::F32)?;
-    let report = crate::with_train_backend!(device, |B, d| measure::<B>(&args, &d))?;
+    let device =
+        fp8_train::backend::train_device(&args.device, fp8_train::backend::ComputeDtype::F32)?;
+    let report = fp8_train::with_train_backend!(device, |B, d| measure::<B>(&args, &d))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -107,8 +108,7 @@ fn locate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, LoopState)> {
                     dir.display()
                 )
             })?;
-        let state: LoopState = serde_json::from_slice(&std::fs::read(&state_file)?)
-            .with_context(|| format!("{} is malformed", state_file.display()))?;
+        let state = checkpoint::verify(dir)?;
         return Ok((run.to_path_buf(), dir.to_path_buf(), state));
     }
     bail!(
@@ -138,8 +138,8 @@ fn measure<B: FusedAutodiffBackend>(args: &Args, device: &B::Device) -> anyhow::
     }
     let eps = args.eps.unwrap_or(cfg.sharpness_eps);
     anyhow::ensure!(
-        eps.is_finite() && eps >= 0.0,
-        "--eps must be finite and ≥ 0"
+        eps.is_finite() && eps > 0.0,
+        "--eps {eps}: must be a finite number > 0"
     );
     let data = DataSpec::parse(&cfg.data)?.load()?;
 
@@ -178,17 +178,17 @@ fn measure<B: FusedAutodiffBackend>(args: &Args, device: &B::Device) -> anyhow::
     if let Some(path) = &args.dump_logits {
         let logits: Vec<f32> = batches.iter().flat_map(|b| b.last_logits.clone()).collect();
         let vocab = logits.len() / sequences.max(1);
-        crate::npy::write(
+        fp8_io::npy::write(
             path,
-            &crate::npy::Array {
+            &fp8_io::npy::Array {
                 shape: vec![sequences, vocab],
                 data: logits,
             },
         )?;
         let targets_path = targets_path(path);
-        crate::npy::write(
+        fp8_io::npy::write(
             &targets_path,
-            &crate::npy::Array {
+            &fp8_io::npy::Array {
                 shape: vec![sequences],
                 data: batches
                     .iter()

@@ -1,6 +1,7 @@
 //! `fp8 sweep`: run a grid of training runs in parallel worker processes.
 
-use crate::sweep::{run_sweep, Shard, SweepFile};
+use crate::progress::SweepProgress;
+use fp8_train::sweep::{run_workers, Shard, SweepFile};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,12 +29,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     let jobs = args.jobs.unwrap_or_else(|| sweep.default_jobs());
     let exe = std::env::current_exe()?;
-    let report = run_sweep(&sweep, &out, args.shard.unwrap_or(Shard::all()), jobs, &exe)?;
+    let shard = args.shard.unwrap_or(Shard::all());
+    let report = run_workers(&sweep, &out, shard, jobs, &exe, &mut SweepProgress)?;
     eprintln!(
-        "sweep: {} finished now, {} were already done, {} failed; results in {}",
+        "sweep: {} finished now, {} were already done, {} failed, {} duplicate(s) dropped; \
+         results in {}",
         report.finished,
         report.skipped,
         report.failed.len(),
+        report.duplicates,
         out.join("results.jsonl").display()
     );
     Ok(if report.failed.is_empty() {

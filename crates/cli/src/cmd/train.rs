@@ -1,6 +1,8 @@
 //! `fp8 train`: train one model under one recipe.
 
-use crate::train::{train, TrainConfig};
+use crate::progress::TrainProgress;
+use fp8_train::backend::ComputeDtype;
+use fp8_train::{train, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,10 +81,13 @@ pub struct Args {
     /// A loss above this multiple of the first loss counts as divergence (must be > 1).
     #[arg(long)]
     pub divergence_threshold: Option<f64>,
-    /// Run directory (default runs/<recipe>-<model>-lr<lr>-s<seed>).
+    /// Run directory (default runs/<recipe>-<model>-lr<lr>-s<seed>-<id>, where <id> is the hash
+    /// of the resolved configuration).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Continue from the run directory's latest checkpoint.
+    /// Continue from the run directory's newest intact checkpoint, after checking that the
+    /// directory holds a run with exactly these settings. Without it the directory must be new
+    /// or empty.
     #[arg(long)]
     pub resume: bool,
     /// Device: cpu, or cuda:N when built with the `cuda` feature.
@@ -90,8 +95,8 @@ pub struct Args {
     pub device: Option<String>,
     /// burn's compute element type: f32, or bf16 (CUDA only; real bf16 compute, unlike the
     /// simulated recipes/bf16.ron).
-    #[arg(long, value_enum, default_value_t)]
-    pub compute_dtype: crate::backend::ComputeDtype,
+    #[arg(long, default_value = "f32")]
+    pub compute_dtype: ComputeDtype,
 }
 
 impl Args {
@@ -144,8 +149,14 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = args.resolve()?;
-    let dev = crate::backend::train_device(&cfg.device, args.compute_dtype)?;
-    let summary = crate::with_train_backend!(dev, |B, d| train::<B>(&cfg, &d, args.resume))?;
+    let dev = fp8_train::backend::train_device(&cfg.device, args.compute_dtype)?;
+    let mut progress = TrainProgress::default();
+    let summary = fp8_train::with_train_backend!(dev, |B, d| train::<B>(
+        &cfg,
+        &d,
+        args.resume,
+        &mut progress
+    ))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(if summary.diverged() {
         ExitCode::from(EXIT_DIVERGED)

@@ -106,3 +106,41 @@ pub fn named_values<B: AutodiffBackend, M: AutodiffModule<B>>(
     model.visit(&mut v);
     v.out
 }
+
+/// Counts the float parameters holding a NaN or infinity.
+struct NonFinite {
+    path: Vec<String>,
+    found: Vec<String>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for NonFinite {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        // x·0 is 0 for every finite x and NaN for ±inf and NaN, so the sum is NaN exactly when
+        // some element is not finite (one reduction, no comparison kernels needed).
+        let probe = param
+            .val()
+            .mul_scalar(0.0)
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+        if !probe.is_finite() {
+            self.found.push(self.path.join("."));
+        }
+    }
+}
+
+/// The dotted paths of the parameters that hold a non-finite value (empty when all are finite).
+pub fn nonfinite_params<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> Vec<String> {
+    let mut v = NonFinite {
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.found
+}

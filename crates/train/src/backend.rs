@@ -29,12 +29,32 @@ pub use cuda::{CudaBf16Train, CudaTrain};
 
 /// The element type parameters, activations and GEMMs are computed in (`--compute-dtype`).
 /// This is burn's real compute type, unlike the `bf16` *recipe*, which simulates bf16 casts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ComputeDtype {
     #[default]
     F32,
     /// bfloat16 compute: CUDA only (burn-cuda's native bf16).
     Bf16,
+}
+
+impl std::str::FromStr for ComputeDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(ComputeDtype::F32),
+            "bf16" => Ok(ComputeDtype::Bf16),
+            other => Err(format!("unknown compute dtype `{other}`; valid: f32, bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComputeDtype::F32 => "f32",
+            ComputeDtype::Bf16 => "bf16",
+        })
+    }
 }
 
 /// A training backend and its device, chosen by `--device` and `--compute-dtype`.
@@ -70,8 +90,17 @@ pub fn train_device(spec: &str, dtype: ComputeDtype) -> anyhow::Result<TrainDevi
     }
 }
 
+/// Check a `device` option without starting anything on it.
+pub fn check_device(spec: &str) -> anyhow::Result<()> {
+    train_device(spec, ComputeDtype::F32)
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("`device` = {spec:?}: {e}"))
+}
+
 /// `with_train_backend!(train_device, |B, d| body)`: run `body` with the type `B` bound to the
-/// training backend and `d` to its device (a value of `B::Device`).
+/// training backend and `d` to its device (a value of `B::Device`). Defined once per build of
+/// this crate, so its arms follow this crate's `cuda` feature, not the caller's.
+#[cfg(not(feature = "cuda"))]
 #[macro_export]
 macro_rules! with_train_backend {
     ($dev:expr, |$B:ident, $d:ident| $body:expr) => {
@@ -80,12 +109,25 @@ macro_rules! with_train_backend {
                 type $B = $crate::backend::CpuTrain;
                 $body
             }
-            #[cfg(feature = "cuda")]
+        }
+    };
+}
+
+/// `with_train_backend!(train_device, |B, d| body)`: run `body` with the type `B` bound to the
+/// training backend and `d` to its device (a value of `B::Device`).
+#[cfg(feature = "cuda")]
+#[macro_export]
+macro_rules! with_train_backend {
+    ($dev:expr, |$B:ident, $d:ident| $body:expr) => {
+        match $dev {
+            $crate::backend::TrainDevice::Cpu($d) => {
+                type $B = $crate::backend::CpuTrain;
+                $body
+            }
             $crate::backend::TrainDevice::Cuda($d) => {
                 type $B = $crate::backend::CudaTrain;
                 $body
             }
-            #[cfg(feature = "cuda")]
             $crate::backend::TrainDevice::CudaBf16($d) => {
                 type $B = $crate::backend::CudaBf16Train;
                 $body

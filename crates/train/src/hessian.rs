@@ -43,7 +43,7 @@ use fp8_models::Model;
 use serde::Serialize;
 use std::sync::Mutex;
 
-use crate::train::TrainConfig;
+use crate::config::TrainConfig;
 
 /// Default `r / ‖θ‖` of the finite difference (see the module docs).
 pub const DEFAULT_REL_RADIUS: f64 = 1e-3;
