@@ -64,10 +64,9 @@ pub struct SweepAnalysis {
     pub pair_diffs: BTreeMap<String, Vec<PairDiff>>,
 }
 
-/// The divergence verdict as `results.jsonl` records it.
-//
-// LEAD: after merging the engine branch `results::Outcome` also has `Stalled`; the stall rule
-// here re-judges every non-diverged run against the whole sweep, which a single run cannot do.
+/// The divergence verdict as `results.jsonl` records it. Only divergence is taken from the file:
+/// the stall rule re-judges every run that did not diverge against the whole sweep, which a single
+/// run cannot do.
 fn diverged_in_results(r: &RunResult) -> bool {
     r.outcome == Outcome::Diverged
 }

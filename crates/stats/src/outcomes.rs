@@ -85,32 +85,10 @@ impl StallRule {
     }
 }
 
-/// How a run ended, with stalls told apart from convergence.
-//
-// LEAD: after merging the engine branch, `results::Outcome` has `Stalled` too; this enum can then
-// become a re-export of it (same three variants, same serde names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunOutcome {
-    Converged,
-    Diverged,
-    Stalled,
-}
-
-impl RunOutcome {
-    /// Diverged or stalled: the run is no use as a training run.
-    pub fn failed(self) -> bool {
-        self != RunOutcome::Converged
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Converged => "converged",
-            RunOutcome::Diverged => "diverged",
-            RunOutcome::Stalled => "stalled",
-        }
-    }
-}
+/// How a run ended, with stalls told apart from convergence: the same type as the one
+/// `results.jsonl` records (a run itself records only converged or diverged; the stall rule here
+/// assigns `Stalled`, which needs the other runs of the sweep).
+pub use crate::results::Outcome as RunOutcome;
 
 /// What the rule needs to know about one run.
 #[derive(Debug, Clone, Copy, PartialEq)]

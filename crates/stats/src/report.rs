@@ -389,11 +389,13 @@ fn initial_losses(results: &[RunResult], curves: &[Curve]) -> Vec<Option<f64>> {
     results
         .iter()
         .map(|r| {
-            // LEAD: after merging the engine branch, prefer the recorded value:
-            // `r.initial_loss.or_else(|| first.get(..).copied())`.
-            first
-                .get(&(r.recipe.as_str(), r.lr.to_bits(), r.seed))
-                .copied()
+            // The recorded first loss; results written before it was recorded fall back to
+            // the curve's first point.
+            r.initial_loss.or_else(|| {
+                first
+                    .get(&(r.recipe.as_str(), r.lr.to_bits(), r.seed))
+                    .copied()
+            })
         })
         .collect()
 }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 /// A run itself records only `Converged` or `Diverged` (the divergence rule of
 /// [`crate::divergence`]); `Stalled` is assigned when a report classifies the losses of a run that
 /// did not diverge but failed to learn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Converged,
@@ -40,6 +40,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Diverged or stalled: the run is no use as a training run.
+    pub fn failed(self) -> bool {
+        self != Outcome::Converged
+    }
+
     /// The name used in files and messages.
     pub fn as_str(self) -> &'static str {
         match self {
