@@ -14,6 +14,7 @@
 //!   buffer in one pass, gathering only the statistics a [`Measure`] asks for.
 
 mod format;
+mod hadamard;
 mod kernel;
 mod scaling;
 mod simd;
@@ -21,6 +22,7 @@ mod source;
 mod stats;
 
 pub use format::{Family, Format, FormatError, Rounding};
+pub use hadamard::{RandomHadamard, RHT_SIZE};
 pub use kernel::{cast_scalar, cast_slice, CastSpec};
 pub use scaling::{
     floor_log2, mx_shared_exp, quantize, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale,
