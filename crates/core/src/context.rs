@@ -57,6 +57,12 @@ impl PrecisionContext {
         self.step = step;
     }
 
+    /// Tell the recipe the model's GEMM sites ([`Recipe::bind_sites`]); call once before the
+    /// first step when the recipe overrides layer ranges.
+    pub fn bind_sites(&mut self, sites: &[String]) -> Result<(), crate::RecipeError> {
+        self.recipe.bind_sites(sites)
+    }
+
     pub fn recipe(&self) -> &dyn Recipe {
         self.recipe.as_ref()
     }
