@@ -9,6 +9,7 @@
 //! - `cast_slice/nearest`: the plain cast without stats.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use fp8_formats::rng::splitmix64;
 use fp8_formats::{cast_slice, quantize, CastSpec, Format, QuantSpec, Rounding, Scaling};
 use std::time::Duration;
 
@@ -18,10 +19,7 @@ const N: usize = 1 << 24;
 fn data(n: usize, spread: f32) -> Vec<f32> {
     (0..n as u64)
         .map(|i| {
-            let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let h = z ^ (z >> 31);
+            let h = splitmix64(i);
             let u = (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
             let v = ((h >> 8) & 0xffff) as f32 / 65536.0 - 0.5;
             (u + v) * spread

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a format spends its top codes on special values (DESIGN.md §2).
+/// How a format spends its top codes on special values (docs/DESIGN.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Family {
     /// IEEE-754 style: top exponent holds inf/NaN; overflow → ±inf.

@@ -40,13 +40,11 @@ impl RandomHadamard {
         }
     }
 
-    /// Signs drawn from `seed` (bit `i` of a SplitMix64 output negates element `i`): a pure
-    /// function of the seed, so every layer and every resumed run sees the same transform.
+    /// Signs drawn from `seed` (bit `i` of the first [`SplitMix64`](crate::rng::SplitMix64)
+    /// output negates element `i`): a pure function of the seed, so every layer and every
+    /// resumed run sees the same transform.
     pub fn from_seed(seed: u64) -> RandomHadamard {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        let z = crate::rng::SplitMix64::new(seed).next_u64();
         let mut negate = [false; RHT_SIZE];
         for (i, n) in negate.iter_mut().enumerate() {
             *n = (z >> i) & 1 == 1;

@@ -1,15 +1,14 @@
-//! Scaling schemes: none, per tensor, per row/column, block tiles, OCP MX, NVFP4.
+//! Scaling schemes and their scale rules: which scale each tile of a tensor gets.
+//!
+//! This module holds the *types* of scaling ([`Scaling`], [`QuantSpec`], …) and the *rules* that
+//! turn a tile's amax into its `(scale, inverse)` pair; the loops that apply them are in
+//! `simd`, and the slice entry point `quantize` is in the module of that name.
 //!
 //! Every scheme is "tiles of `tr × tc` elements over the 2-D view, one scale per tile": the
 //! tensor is one tile, a row is `1 × cols`, a column `rows × 1`, MX along the columns `1 × 32`,
-//! and so on. Ragged tail tiles are shorter. So one engine does all of them in two passes:
+//! and so on. Ragged tail tiles are shorter.
 //!
-//! 1. tile amax (largest finite |x|), rows in parallel, merged with `max` (order-free, exact);
-//! 2. per tile `scale` (multiplier applied before the cast) and `inv` (applied after), then
-//!    `q = cast(x · scale) · inv` with statistics, over fixed 64 Ki-element work items whose
-//!    partial sums are merged in index order, so results do not depend on the thread count.
-//!
-//! Conventions (DESIGN.md §4):
+//! Conventions (docs/DESIGN.md §4):
 //! - `Tensor(Given(s))`: `q = cast(x·s) · (1/s)`; the inverse is computed once in f32, as
 //!   delayed scaling dequantizes with `1/scale`.
 //! - Current scaling (tensor, row, col, block): `scale = fmt_max / amax`; amax 0 → 1; an
@@ -22,13 +21,11 @@
 //! - NVFP4: `s_global = amax/(448·fmt_max)` (amax 0 → 1); block decode scale
 //!   `s_b = e4m3fn(block_amax / fmt_max / s_global) · s_global`, `scale = 1/s_b`, `inv = s_b`
 //!   (a zero `s_b` maps the block to zero). The element format is the spec's (E2M1 normally).
-//! - [`Stats::scale`] is the tensor scale for `None` (1), `Tensor` and NVFP4 (`1/s_global`);
-//!   for row/col/block/MX it is the arithmetic mean of the tile scales.
+//! - [`Stats::scale`](crate::Stats::scale) is the tensor scale for `None` (1), `Tensor` and NVFP4
+//!   (`1/s_global`); for row/col/block/MX it is the arithmetic mean of the tile scales.
 
-use crate::kernel::{Consts, CHUNK, PAR_MIN};
-use crate::simd::{dispatch, exp2i, Acc, Layout, TileAmax, TileRule, Tiled, BLOCK};
-use crate::{CastSpec, Format, Stats};
-use rayon::prelude::*;
+use crate::cast::{cast_one, CastSpec, Consts};
+use crate::format::Format;
 use serde::{Deserialize, Serialize};
 
 /// Which axis of a 2-D view blocks run along. Tensors are viewed as `[rows, cols]` with all
@@ -48,7 +45,8 @@ pub enum MxRule {
     /// OCP MX v1.0: `floor(log2(amax)) - emax_elem`; may saturate.
     #[default]
     Floor,
-    /// Round `amax / fmt_max` up to a power of two; never saturates.
+    /// Round `amax · (1/fmt_max)` up to a power of two (TE, torchao, cuBLAS); saturates only
+    /// when that product rounds down onto a power of two.
     Rceil,
     /// `ceil(log2(amax)) - emax_elem`.
     Ceil,
@@ -122,21 +120,51 @@ impl Scaling {
         rule: MxRule::Floor,
         axis: BlockAxis::Cols,
     };
-}
 
-/// View `shape` as `[rows, cols]`: the last dimension is `cols`, the rest fold into `rows`.
-fn view2d(shape: &[usize], len: usize) -> (usize, usize) {
-    let cols = shape.last().copied().unwrap_or(1).max(1);
-    let prod: usize = shape.iter().product();
-    assert_eq!(
-        prod, len,
-        "quantize: shape {shape:?} does not match data length {len}"
-    );
-    (len / cols, cols)
-}
+    /// The `(rows, cols)` of this scheme's tiles over a `[rows, cols]` view (before clipping to
+    /// the view).
+    ///
+    /// # Panics
+    /// If a block size is 0.
+    pub(crate) fn tile_shape(&self, rows: usize, cols: usize) -> (usize, usize) {
+        match *self {
+            Scaling::None | Scaling::Tensor(_) => (rows, cols),
+            Scaling::Row { .. } => (1, cols),
+            Scaling::Col { .. } => (rows, 1),
+            Scaling::Block {
+                rows: br, cols: bc, ..
+            } => {
+                assert!(br > 0 && bc > 0, "quantize: block size must be positive");
+                (br, bc)
+            }
+            Scaling::Mx { block, axis, .. } => {
+                assert!(block > 0, "quantize: MX block size must be positive");
+                match axis {
+                    BlockAxis::Cols => (1, block),
+                    BlockAxis::Rows => (block, 1),
+                }
+            }
+            Scaling::Nvfp4 { axis } => match axis {
+                BlockAxis::Cols => (1, 16),
+                BlockAxis::Rows => (16, 1),
+            },
+        }
+    }
 
-fn bits_to_f32(b: u32) -> f32 {
-    f32::from_bits(b)
+    /// The rule that scales each tile from its own amax, for the schemes that have one
+    /// (current scaling and MX, with element format `elem`); `None` for no scaling, a given
+    /// scale and NVFP4 (whose block scales also depend on the tensor amax).
+    pub(crate) fn tile_rule(&self, elem: Format) -> Option<TileRule> {
+        let fmt_max = elem.max();
+        match *self {
+            Scaling::Tensor(TensorScale::Current { pow2 })
+            | Scaling::Row { pow2 }
+            | Scaling::Col { pow2 }
+            | Scaling::Block { pow2, .. } => Some(TileRule::Current { fmt_max, pow2 }),
+            Scaling::Mx { rule, .. } => Some(TileRule::Mx(MxConsts::new(elem, rule))),
+            Scaling::None | Scaling::Tensor(TensorScale::Given(_)) | Scaling::Nvfp4 { .. } => None,
+        }
+    }
 }
 
 /// `fmt_max / amax`, amax 0 → 1, inf → f32::MAX, optionally rounded down to a power of two.
@@ -208,7 +236,7 @@ impl MxConsts {
 
     /// `emax` when the rule is [`MxRule::Floor`] and `emax ≥ 0`: then every subnormal amax
     /// gives the clamp −127, so the exponent is a few integer operations on the amax bits
-    /// (see `simd::fused_block`).
+    /// (the loops in `simd` use this for fused MX blocks).
     pub(crate) fn floor_emax(&self) -> Option<i32> {
         (self.rule == MxRule::Floor && self.emax >= 0).then_some(self.emax)
     }
@@ -232,7 +260,11 @@ impl MxConsts {
                 ) - emax
             }
             MxRule::Rceil => {
-                let r = amax / self.fmax;
+                // `amax · (1/fmax)`, as TE (`quantize_mxfp8.cuh`: `thread_amax *
+                // max_norm_rcp`) and torchao (`mx_tensor.py` `_to_mx_rceil`: `max_abs *
+                // (1.0 / max_pos)`) compute it; a division can round to the other side of a
+                // power of two.
+                let r = amax * (1.0 / self.fmax);
                 if r == 0.0 {
                     -127
                 } else {
@@ -244,232 +276,80 @@ impl MxConsts {
     }
 }
 
-/// Quantize `data` (C order, `shape`) in place: scale, cast, unscale. Returns the telemetry.
-///
-/// # Panics
-/// If the product of `shape` is not `data.len()`, or a block size is 0.
-pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
-    let (rows, cols) = view2d(shape, data.len());
-    if data.is_empty() {
-        return Stats {
-            scale: 1.0,
-            snr_db: f64::INFINITY,
-            ..Stats::default()
+/// `2^e` exactly, for `e` in `[-149, 127]`.
+#[inline]
+pub(crate) fn exp2i(e: i32) -> f32 {
+    if e >= -126 {
+        f32::from_bits(((e + 127) as u32) << 23)
+    } else {
+        f32::from_bits(1u32 << (e + 149))
+    }
+}
+
+/// How a tile's `(scale, inverse)` follows from its amax, for the schemes whose tiles are
+/// scaled independently of each other (current scaling and MX).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TileRule {
+    Mx(MxConsts),
+    Current { fmt_max: f32, pow2: bool },
+}
+
+/// The `(scale, inverse)` of a tile with largest finite magnitude `amax_bits` (f32 bits).
+#[inline(always)]
+pub(crate) fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
+    let amax = f32::from_bits(amax_bits);
+    match rule {
+        TileRule::Mx(mx) => {
+            let e = mx.shared_exp(amax);
+            (exp2i(-e), exp2i(e))
+        }
+        TileRule::Current { fmt_max, pow2 } => {
+            let s = current_scale(fmt_max, amax, pow2);
+            (s, 1.0 / s)
+        }
+    }
+}
+
+/// NVFP4's two-level scales for one tensor: an FP32 tensor scale from the tensor amax, then an
+/// E4M3 block scale relative to it (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Nvfp4Scales {
+    fmt_max: f32,
+    s_global: f32,
+    /// The saturating `float8_e4m3fn` cast of the block scales.
+    e4m3: Consts,
+}
+
+impl Nvfp4Scales {
+    /// The scales of a tensor with element format maximum `fmt_max` and amax `amax`.
+    pub(crate) fn new(fmt_max: f32, amax: f32) -> Nvfp4Scales {
+        let s_global = if amax > 0.0 {
+            amax / (448.0 * fmt_max)
+        } else {
+            1.0
         };
-    }
-    let mut cast = spec.cast;
-    let fmt_max = cast.format.max();
-    // (tile rows, tile cols) and how each tile's scale follows from its amax.
-    let (tr, tc) = match spec.scaling {
-        Scaling::None | Scaling::Tensor(_) => (rows, cols),
-        Scaling::Row { .. } => (1, cols),
-        Scaling::Col { .. } => (rows, 1),
-        Scaling::Block {
-            rows: br, cols: bc, ..
-        } => {
-            assert!(br > 0 && bc > 0, "quantize: block size must be positive");
-            (br, bc)
-        }
-        Scaling::Mx { block, axis, .. } => {
-            assert!(block > 0, "quantize: MX block size must be positive");
-            match axis {
-                crate::BlockAxis::Cols => (1, block),
-                crate::BlockAxis::Rows => (block, 1),
-            }
-        }
-        Scaling::Nvfp4 { axis } => match axis {
-            crate::BlockAxis::Cols => (1, 16),
-            crate::BlockAxis::Rows => (16, 1),
-        },
-    };
-    if spec.scaling != Scaling::None {
-        cast.saturate = true;
-    }
-    let k = Consts::new(&cast);
-    let (tr, tc) = (tr.min(rows).max(1), tc.min(cols).max(1));
-    let n_tr = rows.div_ceil(tr);
-    let n_tc = cols.div_ceil(tc);
-
-    // 1-row tiles that tile the flat index periodically and fit whole in a block get their
-    // amax and scale inside the quantize pass itself: one pass over memory instead of two.
-    let periodic = tr == 1 && (rows == 1 || cols.is_multiple_of(tc)) && BLOCK.is_multiple_of(tc);
-    let fused = match spec.scaling {
-        _ if !periodic => None,
-        Scaling::Mx { rule, .. } => Some(TileRule::Mx(MxConsts::new(cast.format, rule))),
-        Scaling::Row { pow2 } | Scaling::Col { pow2 } | Scaling::Block { pow2, .. } => {
-            Some(TileRule::Current { fmt_max, pow2 })
-        }
-        _ => None,
-    };
-    let needs_amax = fused.is_none()
-        && !matches!(
-            spec.scaling,
-            Scaling::None | Scaling::Tensor(TensorScale::Given(_))
-        );
-    let amax_grid = if needs_amax {
-        tile_amax(data, rows, cols, tr, tc, n_tr, n_tc)
-    } else {
-        Vec::new()
-    };
-
-    let mut tensor_scale = None;
-    let grid: Vec<(f32, f32)> = match spec.scaling {
-        Scaling::None => vec![(1.0, 1.0)],
-        Scaling::Tensor(TensorScale::Given(s)) => {
-            tensor_scale = Some(s);
-            vec![(s, 1.0 / s)]
-        }
-        Scaling::Tensor(TensorScale::Current { pow2 })
-        | Scaling::Row { pow2 }
-        | Scaling::Col { pow2 }
-        | Scaling::Block { pow2, .. } => amax_grid
-            .iter()
-            .map(|&a| {
-                let s = current_scale(fmt_max, bits_to_f32(a), pow2);
-                (s, 1.0 / s)
-            })
-            .collect(),
-        Scaling::Mx { rule, .. } => amax_grid
-            .iter()
-            .map(|&a| {
-                let e = mx_shared_exp(bits_to_f32(a), cast.format, rule);
-                (exp2i(-e), exp2i(e))
-            })
-            .collect(),
-        Scaling::Nvfp4 { .. } => {
-            let amax = amax_grid.iter().copied().max().map_or(0.0, bits_to_f32);
-            let s_global = if amax > 0.0 {
-                amax / (448.0 * fmt_max)
-            } else {
-                1.0
-            };
-            tensor_scale = Some(1.0 / s_global);
-            let e4m3 = Consts::new(&CastSpec::new(Format::FLOAT8_E4M3FN).with_saturate(true));
-            amax_grid
-                .iter()
-                .map(|&a| {
-                    let sb = bits_to_f32(a) / fmt_max / s_global;
-                    let sb = f32::from_bits(crate::kernel::cast_one(sb, &e4m3, 0).0);
-                    let dec = sb * s_global;
-                    if dec > 0.0 && dec.is_finite() {
-                        (1.0 / dec, dec)
-                    } else {
-                        (0.0, 0.0)
-                    }
-                })
-                .collect()
-        }
-    };
-    if matches!(spec.scaling, Scaling::Tensor(TensorScale::Current { .. })) {
-        tensor_scale = Some(grid[0].0);
-    }
-    let scale_report = tensor_scale.unwrap_or_else(|| {
-        (grid.iter().map(|&(s, _)| f64::from(s)).sum::<f64>() / grid.len() as f64) as f32
-    });
-
-    // Narrow tiles (fewer than 16 columns, e.g. per-column or MX down the rows) use one
-    // expanded per-column scale vector per tile row instead of many tiny segments.
-    let percol: Option<Vec<(Vec<f32>, Vec<f32>)>> =
-        (fused.is_none() && tc < 16 && n_tc > 1).then(|| {
-            (0..n_tr)
-                .map(|t| {
-                    let row = &grid[t * n_tc..(t + 1) * n_tc];
-                    (0..cols).map(|c| row[c / tc]).unzip()
-                })
-                .collect()
-        });
-    let layout = Layout {
-        cols,
-        tr,
-        tc,
-        n_tc,
-        grid: &grid,
-        percol: percol.as_deref(),
-        none: spec.scaling == Scaling::None,
-        fused,
-    };
-
-    let run = |(i, chunk): (usize, &mut [f32])| {
-        dispatch(Tiled {
-            data: chunk,
-            start: i * CHUNK,
-            layout: &layout,
-            k: &k,
-        })
-    };
-    let accs: Vec<Acc> = if data.len() >= PAR_MIN {
-        data.par_chunks_mut(CHUNK).enumerate().map(run).collect()
-    } else {
-        data.chunks_mut(CHUNK).enumerate().map(run).collect()
-    };
-    let mut acc = Acc::default();
-    for a in &accs {
-        acc.merge(a);
-    }
-    let scale_report = if fused.is_some() {
-        debug_assert_eq!(acc.tiles, (n_tr * n_tc) as u64);
-        (acc.scale_sum / acc.tiles.max(1) as f64) as f32
-    } else {
-        scale_report
-    };
-    stats_from(&acc, scale_report)
-}
-
-fn stats_from(acc: &Acc, scale: f32) -> Stats {
-    let n = acc.count.max(1) as f64;
-    let snr_db = if acc.se2 == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (acc.sx2 / acc.se2).log10()
-    };
-    Stats {
-        amax: f32::from_bits(acc.amax_bits),
-        scale,
-        underflow: acc.under as f64 / n,
-        saturation: acc.sat as f64 / n,
-        snr_db,
-        count: acc.count,
-    }
-}
-
-/// Largest finite |x| per tile, as f32 bits, row-major over tiles.
-fn tile_amax(
-    data: &[f32],
-    rows: usize,
-    cols: usize,
-    tr: usize,
-    tc: usize,
-    n_tr: usize,
-    n_tc: usize,
-) -> Vec<u32> {
-    // Work items are groups of whole rows; each produces the partial grid rows it touches.
-    let rows_per_item = (CHUNK / cols).max(1);
-    let items: Vec<(usize, Vec<u32>)> = data
-        .par_chunks(rows_per_item * cols)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let r0 = i * rows_per_item;
-            let t0 = r0 / tr;
-            let r1 = r0 + chunk.len() / cols;
-            let t1 = (r1 - 1) / tr;
-            let mut part = vec![0u32; (t1 - t0 + 1) * n_tc];
-            for (j, row) in chunk.chunks(cols).enumerate() {
-                let t = (r0 + j) / tr - t0;
-                dispatch(TileAmax {
-                    row,
-                    tc,
-                    out: &mut part[t * n_tc..(t + 1) * n_tc],
-                });
-            }
-            (t0, part)
-        })
-        .collect();
-    let mut grid = vec![0u32; n_tr * n_tc];
-    for (t0, part) in items {
-        for (g, p) in grid[t0 * n_tc..].iter_mut().zip(part) {
-            *g = (*g).max(p);
+        Nvfp4Scales {
+            fmt_max,
+            s_global,
+            e4m3: Consts::new(&CastSpec::new(Format::FLOAT8_E4M3FN).with_saturate(true)),
         }
     }
-    let _ = rows;
-    grid
+
+    /// The tensor scale reported in [`Stats::scale`](crate::Stats::scale): `1/s_global`.
+    pub(crate) fn tensor_scale(&self) -> f32 {
+        1.0 / self.s_global
+    }
+
+    /// `(scale, inverse)` of a block with amax bits `amax_bits`; `(0, 0)` when the decoded block
+    /// scale is zero (or not finite), which maps the block to zero.
+    pub(crate) fn block(&self, amax_bits: u32) -> (f32, f32) {
+        let sb = f32::from_bits(amax_bits) / self.fmt_max / self.s_global;
+        let sb = f32::from_bits(cast_one(sb, &self.e4m3, 0).0);
+        let dec = sb * self.s_global;
+        if dec > 0.0 && dec.is_finite() {
+            (1.0 / dec, dec)
+        } else {
+            (0.0, 0.0)
+        }
+    }
 }

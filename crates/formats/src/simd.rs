@@ -1,19 +1,30 @@
-//! The hot loops, written so LLVM vectorizes them, and compiled twice on x86-64 (baseline SSE2
-//! and AVX2, picked at run time): a job's `run` is `#[inline(always)]`, so its whole body,
+//! The hot loops, written so LLVM vectorizes them, and compiled once per [`SimdLevel`] (picked
+//! at run time by [`cpu::dispatch`]): a job's `run` is `#[inline(always)]`, so its whole body,
 //! element kernel included, is compiled inside the `#[target_feature]` wrapper.
 //!
 //! Statistics are gathered in the same pass in `LANES` independent f32/u32 accumulators (so
 //! the reduction vectorizes without reassociating anything), flushed into f64 every
 //! block of `BLOCK` elements; the order of all additions is fixed by the data layout alone.
+//!
+//! Work is split into fixed items of [`CHUNK`] elements, whatever the thread count, by the
+//! callers in `quantize` and `source`.
 
-use crate::kernel::{
+use crate::cast::{
     cast_bits, cast_bits_sub, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST, R_STOCH,
     R_ZERO,
 };
+use crate::cpu::{self, simd_level, SimdLevel};
+use crate::scaling::{tile_scale, TileRule};
 
 use std::mem::MaybeUninit;
 
 const LANES: usize = 16;
+
+/// Slices at least this long are split across the rayon pool.
+pub(crate) const PAR_MIN: usize = 1 << 16;
+/// Fixed work-item size, independent of the thread count (keeps stats sums reproducible); a
+/// multiple of [`BLOCK`].
+pub(crate) const CHUNK: usize = 1 << 16;
 const ABS: u32 = 0x7fff_ffff;
 const INF: u32 = 0x7f80_0000;
 
@@ -44,72 +55,24 @@ impl Acc {
     }
 }
 
-/// A unit of work whose body should be compiled with the best available vector ISA.
+/// A unit of work whose body should be compiled with the best available vector ISA: `run` is
+/// `#[inline(always)]`, so [`dispatch`] compiles all of it, element kernel included, inside
+/// each of [`cpu::dispatch`]'s `#[target_feature]` copies.
 pub(crate) trait Job {
     type Out;
     fn run(self) -> Self::Out;
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<J: Job>(j: J) -> J::Out {
-    j.run()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-unsafe fn run_avx512<J: Job>(j: J) -> J::Out {
-    j.run()
-}
-
-/// Which compiled copy of the loops this CPU runs: 0 baseline, 1 AVX2, 2 AVX-512 (F, BW, VL, DQ).
-#[cfg(target_arch = "x86_64")]
-fn level() -> u8 {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
-    let l = LEVEL.load(Ordering::Relaxed);
-    if l != u8::MAX {
-        return l;
-    }
-    let l = if std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512dq")
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-    {
-        2
-    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        1
-    } else {
-        0
-    };
-    // `FP8_SIMD_LEVEL=0|1` caps the level (to test the other copies on a newer CPU).
-    let cap = std::env::var("FP8_SIMD_LEVEL")
-        .ok()
-        .and_then(|v| v.parse::<u8>().ok())
-        .unwrap_or(2);
-    let l = l.min(cap);
-    LEVEL.store(l, Ordering::Relaxed);
-    l
-}
-
-/// Run `j`, compiled for AVX-512 or AVX2 when the CPU has it. Every copy computes the same
-/// bits: the kernels have no FMA contractions (Rust never fuses `a * b + c` on its own) and the
-/// statistics' summation order is fixed by [`LANES`], not by the vector width.
-#[inline]
+/// Run `j`, compiled for the best vector ISA this CPU has ([`cpu::dispatch`]). Every copy
+/// computes the same bits: the kernels have no FMA contractions (Rust never fuses `a * b + c`
+/// on its own) and the statistics' summation order is fixed by [`LANES`], not by the vector
+/// width.
+#[inline(always)]
 pub(crate) fn dispatch<J: Job>(j: J) -> J::Out {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match level() {
-            // SAFETY: the CPU supports these features (checked by `level`).
-            2 => return unsafe { run_avx512(j) },
-            // SAFETY: as above.
-            1 => return unsafe { run_avx2(j) },
-            _ => {}
-        }
-    }
-    j.run()
+    cpu::dispatch(
+        #[inline(always)]
+        move || j.run(),
+    )
 }
 
 /// Split `[0, len)` into runs whose element indices `offset + i` share the high 32 bits.
@@ -524,14 +487,6 @@ fn sel(c: bool, a: u32, b: u32) -> u32 {
     (a & m) | (b & !m)
 }
 
-/// How a tile's `(scale, inverse)` follows from its amax when tiles are scaled inside the
-/// quantize pass (see [`Layout::fused`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum TileRule {
-    Mx(crate::scaling::MxConsts),
-    Current { fmt_max: f32, pow2: bool },
-}
-
 /// How scales are laid out over the 2-D view `[rows, cols]`: tiles of `tr × tc` with one
 /// `(scale, inverse)` each in `grid` (row-major over tiles, `n_tc` per tile row), or, when
 /// `percol` is set, one expanded per-column vector per tile row (`percol[tile_row]`).
@@ -611,22 +566,6 @@ fn fill_scales(
     None
 }
 
-/// The `(scale, inverse)` of a tile with largest finite magnitude `amax_bits`.
-#[inline(always)]
-fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
-    let amax = f32::from_bits(amax_bits);
-    match rule {
-        TileRule::Mx(mx) => {
-            let e = mx.shared_exp(amax);
-            (exp2i(-e), exp2i(e))
-        }
-        TileRule::Current { fmt_max, pow2 } => {
-            let s = crate::scaling::current_scale(fmt_max, amax, pow2);
-            (s, 1.0 / s)
-        }
-    }
-}
-
 type BlockArgs<'a> = (
     &'a mut [f32; BLOCK],
     &'a mut [f32; BLOCK],
@@ -686,13 +625,13 @@ fn fused_block<const R: u8, const TC: usize>(
 }
 
 /// The largest finite magnitude (as bits) of each `TC`-element tile of `qs` into `amax[t]`.
-/// `avx512`: this CPU runs the AVX-512 copy of the loops (`level() == 2`, read once per work
-/// item by the caller).
+/// `avx512`: this CPU runs the AVX-512 copy of the loops (`simd_level() == Avx512`, read once
+/// per work item by the caller).
 #[inline(always)]
 fn tiles_amax<const TC: usize>(qs: &[f32; BLOCK], amax: &mut [u32; BLOCK / 16], avx512: bool) {
     #[cfg(target_arch = "x86_64")]
     if TC.is_multiple_of(16) && avx512 {
-        // SAFETY: the CPU has AVX-512 F/BW/VL/DQ (checked by `level`).
+        // SAFETY: the CPU has AVX-512 F/BW/VL/DQ (`avx512` is only true then, see `cpu`).
         return unsafe { tiles_amax_avx512::<TC>(qs, amax) };
     }
     for (t, tile) in qs.chunks_exact(TC).enumerate() {
@@ -731,16 +670,6 @@ fn tiles_amax_avx512<const TC: usize>(qs: &[f32; BLOCK], amax: &mut [u32; BLOCK 
     }
 }
 
-/// `2^e` exactly, for `e` in `[-149, 127]`.
-#[inline]
-pub(crate) fn exp2i(e: i32) -> f32 {
-    if e >= -126 {
-        f32::from_bits(((e + 127) as u32) << 23)
-    } else {
-        f32::from_bits(1u32 << (e + 149))
-    }
-}
-
 /// Ask for a block two ahead, so that its cache misses overlap this block's arithmetic (each
 /// block is read in one burst, then worked on from L1 for a while).
 #[inline(always)]
@@ -776,10 +705,7 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     let mut sc = [0f32; BLOCK];
     let mut inv = [0f32; BLOCK];
     let (mut scale_sum, mut tiles) = (0f64, 0u64);
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = level() == 2;
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx512 = false;
+    let avx512 = simd_level() == SimdLevel::Avx512;
     let nblocks = data.len().div_ceil(BLOCK);
     let base = data.as_ptr();
     for (b, chunk) in data.chunks_mut(BLOCK).enumerate() {

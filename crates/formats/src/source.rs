@@ -12,9 +12,11 @@
 //! [`quantize`](crate::quantize) on the same elements in the same order, and with
 //! [`Measure::Full`] so are the statistics.
 
-use crate::kernel::{Consts, CHUNK, PAR_MIN};
-use crate::simd::{dispatch, Elementwise, EwData};
-use crate::{QuantSpec, Scaling, Stats, TensorScale};
+use crate::cast::Consts;
+use crate::quantize::quantize;
+use crate::scaling::{QuantSpec, Scaling, TensorScale};
+use crate::simd::{dispatch, Elementwise, EwData, CHUNK, PAR_MIN};
+use crate::stats::Stats;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -96,7 +98,7 @@ pub fn quantize_from(
                     }))
                 })
             }
-            None => crate::quantize(dst, shape, spec),
+            None => quantize(dst, shape, spec),
         };
     }
     // SAFETY: `[f32]` and `[MaybeUninit<f32>]` have the same layout, and `quantize_into` only
@@ -148,7 +150,7 @@ pub fn quantize_into(
         }
         // SAFETY: `fill` wrote every element.
         let dst = unsafe { assume_init(dst) };
-        return crate::quantize(dst, shape, spec);
+        return quantize(dst, shape, spec);
     };
     let dst = SyncPtr(dst.as_mut_ptr(), n);
     elementwise(n, spec, scale, measure, |start, len, cast| {

@@ -2,7 +2,7 @@
 
 use fp8_formats::*;
 
-/// (name, exp bits, man bits, bias, family) written out by hand from DESIGN.md §2 / ml_dtypes.
+/// (name, exp bits, man bits, bias, family) written out by hand from docs/DESIGN.md §2 / ml_dtypes.
 const TABLE: &[(&str, u32, u32, i32, Family)] = &[
     ("float8_e4m3fn", 4, 3, 7, Family::Fn),
     ("float8_e5m2", 5, 2, 15, Family::Ieee),

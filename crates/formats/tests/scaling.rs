@@ -1,4 +1,4 @@
-//! Scaling schemes against worked examples computed by hand from DESIGN.md §4.
+//! Scaling schemes against worked examples computed by hand from docs/DESIGN.md §4.
 
 use fp8_formats::*;
 
@@ -262,7 +262,7 @@ fn stats_independent_of_threads() {
 }
 
 /// Tile scaling (fused into the cast pass or not) against a scalar reference written from
-/// DESIGN.md §4: per-tile amax, scale, `cast(x·s)·inv` element by element, and the statistics.
+/// docs/DESIGN.md §4: per-tile amax, scale, `cast(x·s)·inv` element by element, and the statistics.
 #[test]
 fn tiles_match_scalar_reference() {
     let f = Format::FLOAT8_E4M3FN;

@@ -1,4 +1,6 @@
-//! Element-wise cast kernels: f32 → format → f32, branch-free on the bit pattern.
+//! One element's cast, f32 → format → f32, branch-free on the bit pattern: the [`CastSpec`],
+//! the constants derived from it, and [`cast_scalar`]. The loops that apply it to slices are in
+//! `simd`.
 //!
 //! # How a value is rounded
 //!
@@ -17,8 +19,8 @@
 //!   a per-element variable shift, which x86 cannot vectorize before AVX2.
 //! - Both paths are computed for every element and selected with a mask, then overflow, NaN,
 //!   inf, −0 and flush-to-zero are patched with further selects. There are no data-dependent
-//!   branches, so LLVM vectorizes the loop; on x86-64 the loop is compiled a second time with
-//!   AVX2 enabled and chosen at run time.
+//!   branches, so LLVM vectorizes the loops over it, which are compiled once per SIMD level
+//!   and chosen at run time (see [`crate::cpu`]).
 //!
 //! # Special values (matching ml_dtypes 0.6 bit for bit for the default rounding)
 //!
@@ -31,20 +33,22 @@
 //!   a zero of the *opposite* sign; we do the same so the default cast is bit-exact.
 //! - `fnuz` has no −0: results that round to zero are +0.
 //! - e8m0 (unsigned powers of two, no zero): ties round up (as ml_dtypes does), values below
-//!   2^−127 give 2^−127 (and, as in ml_dtypes, f32 subnormals above 2^−127 give 2^−126), and zero, negatives, inf and NaN give NaN. It is a scale format, so it
-//!   takes a simple scalar path.
+//!   2^−127 give 2^−127 (and, as in ml_dtypes, f32 subnormals above 2^−127 give 2^−126), and
+//!   zero, negatives, inf and NaN give NaN. It is a scale format, so it takes a simple scalar
+//!   path.
 //! - Without subnormals, results below min_normal flush to signed zero (the value is rounded
 //!   first, so a value that rounds up to min_normal survives).
 //!
 //! # Stochastic rounding
 //!
 //! The random bits of element `i` are a counter-based hash of `(seed, i)` (two murmur3
-//! finalizer rounds, keyed by splitmix64 of the seed), so results depend only on the seed and the
+//! finalizer rounds, keyed by [`splitmix64`] of the seed), so results depend only on the seed and the
 //! element index: the same for any thread count or chunking. The value rounds away from zero
 //! with probability `rem / quantum`, resolved to 2^−31 in the subnormal range and exactly (the
 //! `23 − m` dropped bits) in the normal range.
 
-use crate::{Family, Format, Rounding};
+use crate::format::{Family, Format, Rounding};
+use crate::rng::splitmix64;
 use serde::{Deserialize, Serialize};
 
 /// Everything an element-wise cast needs (no scaling).
@@ -266,15 +270,6 @@ impl Consts {
     }
 }
 
-/// splitmix64 finalizer (Steele et al.), used to derive the hash key from the seed.
-#[inline(always)]
-pub(crate) fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[inline(always)]
 fn fmix32(mut h: u32) -> u32 {
     h ^= h >> 16;
@@ -444,26 +439,5 @@ pub(crate) fn cast_one(x: f32, k: &Consts, index: u64) -> (u32, bool) {
         R_ZERO => cast_bits::<R_ZERO>(x.to_bits(), k, 0),
         R_AWAY => cast_bits::<R_AWAY>(x.to_bits(), k, 0),
         _ => cast_bits::<R_STOCH>(x.to_bits(), k, rand32(k.key, index)),
-    }
-}
-
-/// Slices at least this long are split across the rayon pool.
-pub(crate) const PAR_MIN: usize = 1 << 16;
-/// Fixed work-item size, independent of the thread count (keeps stats sums reproducible).
-pub(crate) const CHUNK: usize = 1 << 16;
-
-/// Cast a slice in place; `offset` is the element index of `data[0]` (for stochastic rounding).
-pub fn cast_slice(data: &mut [f32], spec: &CastSpec, offset: u64) {
-    let k = Consts::new(spec);
-    if k.identity {
-        return;
-    }
-    if data.len() >= PAR_MIN {
-        use rayon::prelude::*;
-        data.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
-            crate::simd::cast_plain(c, &k, offset + (i * CHUNK) as u64);
-        });
-    } else {
-        crate::simd::cast_plain(data, &k, offset);
     }
 }

@@ -1,0 +1,220 @@
+//! The slice entry points: [`cast_slice`] (a plain cast) and [`quantize`] (scale, cast,
+//! unscale, with statistics).
+//!
+//! [`quantize`] does every [`Scaling`] scheme with one engine in two passes:
+//!
+//! 1. tile amax (largest finite |x|), rows in parallel, merged with `max` (order-free, exact);
+//! 2. per tile `scale` (multiplier applied before the cast) and `inv` (applied after), from the
+//!    rules in `scaling`, then `q = cast(x · scale) · inv` with statistics, over fixed 64
+//!    Ki-element work items whose partial sums are merged in index order, so results do not
+//!    depend on the thread count.
+//!
+//! 1-row tiles that fit whole in a loop block (MX, per-row, 1×K blocks) skip pass 1: their amax
+//! and scale are computed inside pass 2, from the block in cache.
+
+use crate::cast::{CastSpec, Consts};
+use crate::scaling::{tile_scale, Nvfp4Scales, QuantSpec, Scaling, TensorScale};
+use crate::simd::{cast_plain, dispatch, Acc, Layout, TileAmax, Tiled, BLOCK, CHUNK, PAR_MIN};
+use crate::stats::Stats;
+use rayon::prelude::*;
+
+/// Cast a slice in place; `offset` is the element index of `data[0]` (for stochastic rounding).
+pub fn cast_slice(data: &mut [f32], spec: &CastSpec, offset: u64) {
+    let k = Consts::new(spec);
+    if k.identity {
+        return;
+    }
+    if data.len() >= PAR_MIN {
+        data.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+            cast_plain(c, &k, offset + (i * CHUNK) as u64);
+        });
+    } else {
+        cast_plain(data, &k, offset);
+    }
+}
+
+/// View `shape` as `[rows, cols]`: the last dimension is `cols`, the rest fold into `rows`.
+fn view2d(shape: &[usize], len: usize) -> (usize, usize) {
+    let cols = shape.last().copied().unwrap_or(1).max(1);
+    let prod: usize = shape.iter().product();
+    assert_eq!(
+        prod, len,
+        "quantize: shape {shape:?} does not match data length {len}"
+    );
+    (len / cols, cols)
+}
+
+/// Quantize `data` (C order, `shape`) in place: scale, cast, unscale. Returns the telemetry.
+///
+/// # Panics
+/// If the product of `shape` is not `data.len()`, or a block size is 0.
+pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
+    let (rows, cols) = view2d(shape, data.len());
+    if data.is_empty() {
+        return Stats {
+            scale: 1.0,
+            snr_db: f64::INFINITY,
+            ..Stats::default()
+        };
+    }
+    let mut cast = spec.cast;
+    let fmt_max = cast.format.max();
+    let (tr, tc) = spec.scaling.tile_shape(rows, cols);
+    if spec.scaling != Scaling::None {
+        cast.saturate = true;
+    }
+    let k = Consts::new(&cast);
+    let (tr, tc) = (tr.min(rows).max(1), tc.min(cols).max(1));
+    let n_tr = rows.div_ceil(tr);
+    let n_tc = cols.div_ceil(tc);
+
+    // 1-row tiles that tile the flat index periodically and fit whole in a block get their
+    // amax and scale inside the quantize pass itself: one pass over memory instead of two.
+    let periodic = tr == 1 && (rows == 1 || cols.is_multiple_of(tc)) && BLOCK.is_multiple_of(tc);
+    let rule = spec.scaling.tile_rule(cast.format);
+    // (A tensor scale is reported as such, not as a mean of tile scales: not fused.)
+    let tensor = matches!(spec.scaling, Scaling::Tensor(_));
+    let fused = rule.filter(|_| periodic && !tensor);
+    let needs_amax = fused.is_none()
+        && !matches!(
+            spec.scaling,
+            Scaling::None | Scaling::Tensor(TensorScale::Given(_))
+        );
+    let amax_grid = if needs_amax {
+        tile_amax(data, rows, cols, tr, tc, n_tr, n_tc)
+    } else {
+        Vec::new()
+    };
+
+    let mut tensor_scale = None;
+    let grid: Vec<(f32, f32)> = match spec.scaling {
+        Scaling::None => vec![(1.0, 1.0)],
+        Scaling::Tensor(TensorScale::Given(s)) => {
+            tensor_scale = Some(s);
+            vec![(s, 1.0 / s)]
+        }
+        Scaling::Nvfp4 { .. } => {
+            let amax = amax_grid.iter().copied().max().map_or(0.0, f32::from_bits);
+            let nv = Nvfp4Scales::new(fmt_max, amax);
+            tensor_scale = Some(nv.tensor_scale());
+            amax_grid.iter().map(|&a| nv.block(a)).collect()
+        }
+        // Current scaling and MX: each tile by its own rule.
+        _ => {
+            let rule = rule.expect("every other scheme has a per-tile rule");
+            amax_grid.iter().map(|&a| tile_scale(rule, a)).collect()
+        }
+    };
+    if matches!(spec.scaling, Scaling::Tensor(TensorScale::Current { .. })) {
+        tensor_scale = Some(grid[0].0);
+    }
+    let scale_report = tensor_scale.unwrap_or_else(|| {
+        (grid.iter().map(|&(s, _)| f64::from(s)).sum::<f64>() / grid.len() as f64) as f32
+    });
+
+    // Narrow tiles (fewer than 16 columns, e.g. per-column or MX down the rows) use one
+    // expanded per-column scale vector per tile row instead of many tiny segments.
+    let percol: Option<Vec<(Vec<f32>, Vec<f32>)>> =
+        (fused.is_none() && tc < 16 && n_tc > 1).then(|| {
+            (0..n_tr)
+                .map(|t| {
+                    let row = &grid[t * n_tc..(t + 1) * n_tc];
+                    (0..cols).map(|c| row[c / tc]).unzip()
+                })
+                .collect()
+        });
+    let layout = Layout {
+        cols,
+        tr,
+        tc,
+        n_tc,
+        grid: &grid,
+        percol: percol.as_deref(),
+        none: spec.scaling == Scaling::None,
+        fused,
+    };
+
+    let run = |(i, chunk): (usize, &mut [f32])| {
+        dispatch(Tiled {
+            data: chunk,
+            start: i * CHUNK,
+            layout: &layout,
+            k: &k,
+        })
+    };
+    let accs: Vec<Acc> = if data.len() >= PAR_MIN {
+        data.par_chunks_mut(CHUNK).enumerate().map(run).collect()
+    } else {
+        data.chunks_mut(CHUNK).enumerate().map(run).collect()
+    };
+    let mut acc = Acc::default();
+    for a in &accs {
+        acc.merge(a);
+    }
+    let scale_report = if fused.is_some() {
+        debug_assert_eq!(acc.tiles, (n_tr * n_tc) as u64);
+        (acc.scale_sum / acc.tiles.max(1) as f64) as f32
+    } else {
+        scale_report
+    };
+    stats_from(&acc, scale_report)
+}
+
+fn stats_from(acc: &Acc, scale: f32) -> Stats {
+    let n = acc.count.max(1) as f64;
+    let snr_db = if acc.se2 == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (acc.sx2 / acc.se2).log10()
+    };
+    Stats {
+        amax: f32::from_bits(acc.amax_bits),
+        scale,
+        underflow: acc.under as f64 / n,
+        saturation: acc.sat as f64 / n,
+        snr_db,
+        count: acc.count,
+    }
+}
+
+/// Largest finite |x| per tile, as f32 bits, row-major over tiles.
+fn tile_amax(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    tr: usize,
+    tc: usize,
+    n_tr: usize,
+    n_tc: usize,
+) -> Vec<u32> {
+    // Work items are groups of whole rows; each produces the partial grid rows it touches.
+    let rows_per_item = (CHUNK / cols).max(1);
+    let items: Vec<(usize, Vec<u32>)> = data
+        .par_chunks(rows_per_item * cols)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let r0 = i * rows_per_item;
+            let t0 = r0 / tr;
+            let r1 = r0 + chunk.len() / cols;
+            let t1 = (r1 - 1) / tr;
+            let mut part = vec![0u32; (t1 - t0 + 1) * n_tc];
+            for (j, row) in chunk.chunks(cols).enumerate() {
+                let t = (r0 + j) / tr - t0;
+                dispatch(TileAmax {
+                    row,
+                    tc,
+                    out: &mut part[t * n_tc..(t + 1) * n_tc],
+                });
+            }
+            (t0, part)
+        })
+        .collect();
+    let mut grid = vec![0u32; n_tr * n_tc];
+    for (t0, part) in items {
+        for (g, p) in grid[t0 * n_tc..].iter_mut().zip(part) {
+            *g = (*g).max(p);
+        }
+    }
+    let _ = rows;
+    grid
+}
