@@ -152,6 +152,21 @@ fn hadamard_tokens<B: Backend>(t: FloatTensor<B>, h: &RandomHadamard) -> FloatTe
     B::float_from_data(data, &device)
 }
 
+/// Hand a high-precision tensor about to be cast to the context's inspection (TE-debug
+/// statistics for the active recipe and its counterfactuals), on logging steps only: the one
+/// check costs nothing otherwise.
+fn inspect_cast<B: Backend>(t: &FloatTensor<B>, site: &str, role: Role) {
+    if !with_active(|c| c.wants_inspection()).unwrap_or(false) {
+        return;
+    }
+    let data = read_sync(B::float_into_data(t.clone())).expect("reading a float tensor to host");
+    let shape = data.shape.clone();
+    let Ok(values) = data.convert::<f32>().into_vec::<f32>() else {
+        return;
+    };
+    with_active(|c| c.inspect(site, role, &values, shape.as_slice()));
+}
+
 /// Quantize any backend's float tensor through host memory: read it as `f32`, run
 /// [`quantize_host`], write it back in the original dtype on the original device.
 ///
@@ -190,6 +205,7 @@ where
         if active_spec(site, role).is_none() {
             return t;
         }
+        inspect_cast::<Self>(&t, site, role);
         match t {
             NdArrayTensor::F32(storage) => {
                 let mut array = storage.into_shared();
@@ -220,6 +236,9 @@ impl QuantizeBackend for Flex {
         let Some((spec, measure)) = active_cast(site, role) else {
             return t;
         };
+        if measure == Measure::Full {
+            inspect_cast::<Self>(&t, site, role);
+        }
         if t.dtype() != DType::F32 {
             return quantize_via_host::<Self>(t, site, role);
         }
