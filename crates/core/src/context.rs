@@ -74,8 +74,10 @@ impl PrecisionContext {
     /// scaling state follows the tensors it sees, on the steps it sees them. Turns inspection
     /// on (1×32 blocks) if it was off.
     pub fn add_counterfactual(&mut self, name: &str, recipe: Box<dyn Recipe>) {
-        self.inspect
-            .get_or_insert(DynamicRangeBlocks { size: 32, two_d: false });
+        self.inspect.get_or_insert(DynamicRangeBlocks {
+            size: 32,
+            two_d: false,
+        });
         self.counterfactuals.push(Counterfactual {
             name: name.to_string(),
             recipe,

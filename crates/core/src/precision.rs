@@ -21,6 +21,13 @@
 //! a role the recipe keeps in f32 inserts nothing at all, so an all-f32 recipe is bit-identical
 //! to the undecorated backend.
 //!
+//! A recipe that [requantizes the backward operands](crate::Recipe::requantizes_backward)
+//! (MXFP8, NVFP4, TE block scaling, torchao rowwise: block scales along each GEMM's reduction
+//! axis differ between a tensor and its transpose) gets one autodiff node per GEMM instead
+//! ([`QuantizeBackend::requantized_gemm`]): it saves the high-precision `x` and `w`, and its
+//! backward quantizes `dy` and `w` for dgrad (`Dy`, `WDgrad`) and `x` and `dy` for wgrad
+//! (`XWgrad`, `DyWgrad`, after the recipe's Hadamard transform if any) from high precision.
+//!
 //! # Use
 //!
 //! ```ignore

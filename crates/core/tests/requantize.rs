@@ -12,9 +12,7 @@ use burn::tensor::module::linear;
 use burn::tensor::{Tensor, TensorData};
 use fp8_core::context::{activate, PrecisionContext};
 use fp8_core::{sites, Precision, QuantizeBackend, Recipe, Role};
-use fp8_formats::{
-    quantize, CastSpec, Format, QuantSpec, RandomHadamard, Rounding, Scaling, TensorScale,
-};
+use fp8_formats::{quantize, CastSpec, Format, QuantSpec, RandomHadamard, Scaling, TensorScale};
 use std::sync::{Arc, Mutex};
 
 /// Fixed specs per role; backward operands requantized; optional wgrad transform.
@@ -68,7 +66,9 @@ fn mm(a: &[f32], b: &[f32], n: usize, k: usize, m: usize, ta: bool, tb: bool) ->
     let mut c = vec![0.0f32; n * m];
     for i in 0..n {
         for j in 0..m {
-            c[i * m + j] = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum::<f64>() as f32;
+            c[i * m + j] = (0..k)
+                .map(|p| at(i, p) as f64 * bt(p, j) as f64)
+                .sum::<f64>() as f32;
         }
     }
     c
@@ -123,7 +123,13 @@ where
     let dx = g(&xt);
     let dw = host(wt.grad(&grads).unwrap());
     let db = host(bt.grad(&grads).unwrap());
-    let roles = ctx.lock().unwrap().end_step().into_keys().map(|(_, r)| r).collect();
+    let roles = ctx
+        .lock()
+        .unwrap()
+        .end_step()
+        .into_keys()
+        .map(|(_, r)| r)
+        .collect();
     (host(y), dx, dw, db, roles)
 }
 
@@ -143,8 +149,14 @@ fn each_backward_gemm_quantizes_its_own_operand_copies() {
         (Role::X, q("float8_e4m3fn", Scaling::Row { pow2: true })),
         (Role::W, q("float8_e4m3fn", Scaling::Col { pow2: true })),
         (Role::Dy, q("float8_e5m2", Scaling::Row { pow2: false })),
-        (Role::WDgrad, q("float8_e4m3fn", Scaling::Row { pow2: true })),
-        (Role::XWgrad, q("float8_e4m3fn", Scaling::Col { pow2: true })),
+        (
+            Role::WDgrad,
+            q("float8_e4m3fn", Scaling::Row { pow2: true }),
+        ),
+        (
+            Role::XWgrad,
+            q("float8_e4m3fn", Scaling::Col { pow2: true }),
+        ),
         (Role::DyWgrad, q("float6_e3m2fn", cur)),
     ];
     let (x, w, b, c) = data();
@@ -192,7 +204,10 @@ fn each_backward_gemm_quantizes_its_own_operand_copies() {
         true,
         false,
     );
-    assert!(dw_saved.iter().zip(&dw_want).any(|(a, b)| (a - b).abs() > 1e-3));
+    assert!(dw_saved
+        .iter()
+        .zip(&dw_want)
+        .any(|(a, b)| (a - b).abs() > 1e-3));
 
     for backend in ["ndarray", "flex"] {
         let recipe = Requant {
@@ -207,8 +222,18 @@ fn each_backward_gemm_quantizes_its_own_operand_copies() {
         close(&format!("{backend} dx"), &dx, &dx_want);
         close(&format!("{backend} dw"), &dw, &dw_want);
         close(&format!("{backend} db"), &db, &db_want);
-        for r in [Role::X, Role::W, Role::Dy, Role::WDgrad, Role::XWgrad, Role::DyWgrad] {
-            assert!(roles.contains(&r), "{backend}: telemetry for {r}: {roles:?}");
+        for r in [
+            Role::X,
+            Role::W,
+            Role::Dy,
+            Role::WDgrad,
+            Role::XWgrad,
+            Role::DyWgrad,
+        ] {
+            assert!(
+                roles.contains(&r),
+                "{backend}: telemetry for {r}: {roles:?}"
+            );
         }
     }
 }
@@ -238,7 +263,12 @@ fn hadamard_keeps_the_wgrad_gemm_exact_without_quantization() {
 #[test]
 fn hadamard_then_quantization_feeds_the_wgrad_gemm() {
     let (x, w, b, c) = data();
-    let e2m1 = q("float4_e2m1fn", Scaling::Nvfp4 { axis: fp8_formats::BlockAxis::Rows });
+    let e2m1 = q(
+        "float4_e2m1fn",
+        Scaling::Nvfp4 {
+            axis: fp8_formats::BlockAxis::Rows,
+        },
+    );
     let h = RandomHadamard::te();
     let recipe = Requant {
         specs: vec![(Role::XWgrad, e2m1), (Role::DyWgrad, e2m1)],
@@ -263,7 +293,11 @@ fn hadamard_then_quantization_feeds_the_wgrad_gemm() {
 #[test]
 fn batched_matmul_requantizes_too_and_eval_quantizes_the_forward_only() {
     type D = Precision<Autodiff<NdArray>>;
-    let (a, bv, c) = (values(2 * 3 * 5, 7), values(2 * 5 * 4, 8), values(2 * 3 * 4, 9));
+    let (a, bv, c) = (
+        values(2 * 3 * 5, 7),
+        values(2 * 5 * 4, 8),
+        values(2 * 3 * 4, 9),
+    );
     let sx = q("float8_e4m3fn", Scaling::Row { pow2: false });
     let sxw = q("float8_e5m2", Scaling::Col { pow2: false });
     let ctx = PrecisionContext::new(Box::new(Requant {
@@ -297,5 +331,17 @@ fn batched_matmul_requantizes_too_and_eval_quantizes_the_forward_only() {
         tensor::<E, 3>(&a, [2, 3, 5]).matmul(tensor::<E, 3>(&bv, [2, 5, 4]))
     };
     let y = host(y);
-    close("eval y", &y[..12], &mm(&quantized(&a[..15], &[3, 5], sx), &bv[..20], 3, 5, 4, false, false));
+    close(
+        "eval y",
+        &y[..12],
+        &mm(
+            &quantized(&a[..15], &[3, 5], sx),
+            &bv[..20],
+            3,
+            5,
+            4,
+            false,
+            false,
+        ),
+    );
 }

@@ -63,10 +63,19 @@ fn extremes(it: impl Iterator<Item = f32>) -> (f32, f32) {
 ///
 /// # Panics
 /// If the product of `shape` is not `x.len()` or a block size is 0.
-pub fn inspect(x: &[f32], shape: &[usize], spec: &QuantSpec, blocks: DynamicRangeBlocks) -> Inspection {
+pub fn inspect(
+    x: &[f32],
+    shape: &[usize],
+    spec: &QuantSpec,
+    blocks: DynamicRangeBlocks,
+) -> Inspection {
     assert!(blocks.size > 0, "inspect: block size must be positive");
     let cols = shape.last().copied().unwrap_or(1).max(1);
-    assert_eq!(shape.iter().product::<usize>(), x.len(), "inspect: shape does not match data");
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        x.len(),
+        "inspect: shape does not match data"
+    );
     let rows = x.len() / cols;
     let mut q = x.to_vec();
     let stats = quantize(&mut q, shape, spec);
@@ -84,7 +93,11 @@ pub fn inspect(x: &[f32], shape: &[usize], spec: &QuantSpec, blocks: DynamicRang
         }
     }
 
-    let (br, bc) = if blocks.two_d { (blocks.size, blocks.size) } else { (1, blocks.size) };
+    let (br, bc) = if blocks.two_d {
+        (blocks.size, blocks.size)
+    } else {
+        (1, blocks.size)
+    };
     let mut max_block = 0.0f64;
     for r0 in (0..rows).step_by(br) {
         for c0 in (0..cols).step_by(bc) {
@@ -137,11 +150,18 @@ fn scale_inv_range(x: &[f32], rows: usize, cols: usize, spec: &QuantSpec) -> (f3
             let rule = other
                 .tile_rule(spec.cast.format)
                 .expect("every other scheme has a per-tile rule");
-            amaxes.iter().map(|a| tile_scale(rule, a.to_bits()).1).collect()
+            amaxes
+                .iter()
+                .map(|a| tile_scale(rule, a.to_bits()).1)
+                .collect()
         }
     };
     let max = invs.iter().copied().fold(0.0f32, f32::max);
-    let min = invs.iter().copied().filter(|v| *v != 0.0).fold(f32::INFINITY, f32::min);
+    let min = invs
+        .iter()
+        .copied()
+        .filter(|v| *v != 0.0)
+        .fold(f32::INFINITY, f32::min);
     (if min.is_finite() { min } else { 0.0 }, max)
 }
 
@@ -161,7 +181,10 @@ mod tests {
     #[test]
     fn hand_worked_statistics() {
         let x = [8.0, 0.5, 0.0, 2f32.powi(-12), -1.0, 3.0, 0.0, 0.25];
-        let blocks = DynamicRangeBlocks { size: 4, two_d: false };
+        let blocks = DynamicRangeBlocks {
+            size: 4,
+            two_d: false,
+        };
         let s = inspect(&x, &[2, 4], &e4m3(Scaling::None), blocks);
         // log2(8) − log2(2^-12) = 3 + 12.
         assert_eq!(s.dynamic_range, 15.0);
@@ -170,12 +193,25 @@ mod tests {
         // 2^-12 is below E4M3's smallest subnormal 2^-9 / 2 → 0: one of six non-zeros lost.
         assert_eq!(s.underflow_pct, 100.0 / 8.0);
         assert_eq!(s.mse, (2f64.powi(-12)).powi(2) / 8.0);
-        assert_eq!((s.scale_inv_min, s.scale_inv_max, s.overflow_pct), (1.0, 1.0, 0.0));
+        assert_eq!(
+            (s.scale_inv_min, s.scale_inv_max, s.overflow_pct),
+            (1.0, 1.0, 0.0)
+        );
         // Per-tensor current scaling: 448/8 = 56 → inverse 1/56; 1000 saturates nowhere.
-        let s = inspect(&x, &[2, 4], &e4m3(Scaling::Tensor(TensorScale::Current { pow2: false })), blocks);
+        let s = inspect(
+            &x,
+            &[2, 4],
+            &e4m3(Scaling::Tensor(TensorScale::Current { pow2: false })),
+            blocks,
+        );
         assert_eq!(s.scale_inv_max, 1.0 / 56.0);
         // A given scale of 100 pushes 8 → 800 > 448: one element of eight overflows.
-        let s = inspect(&x, &[2, 4], &e4m3(Scaling::Tensor(TensorScale::Given(100.0))), blocks);
+        let s = inspect(
+            &x,
+            &[2, 4],
+            &e4m3(Scaling::Tensor(TensorScale::Given(100.0))),
+            blocks,
+        );
         assert_eq!(s.overflow_pct, 12.5);
     }
 
@@ -184,13 +220,39 @@ mod tests {
     #[test]
     fn mx_scale_inverse_range_and_zero_tensor() {
         let x = [8.0, 0.5, 0.0, 1.0, -1.0, 3.0, 0.0, 0.25];
-        let mx = e4m3(Scaling::Mx { block: 4, rule: MxRule::Rceil, axis: BlockAxis::Cols });
-        let s = inspect(&x, &[2, 4], &mx, DynamicRangeBlocks { size: 2, two_d: true });
-        assert_eq!((s.scale_inv_min, s.scale_inv_max), (2f32.powi(-7), 2f32.powi(-5)));
+        let mx = e4m3(Scaling::Mx {
+            block: 4,
+            rule: MxRule::Rceil,
+            axis: BlockAxis::Cols,
+        });
+        let s = inspect(
+            &x,
+            &[2, 4],
+            &mx,
+            DynamicRangeBlocks {
+                size: 2,
+                two_d: true,
+            },
+        );
+        assert_eq!(
+            (s.scale_inv_min, s.scale_inv_max),
+            (2f32.powi(-7), 2f32.powi(-5))
+        );
         // 2×2 tiles: [8, .5; −1, 3] → log2 16 = 4; [0, 1; 0, .25] → 2.
         assert_eq!(s.max_block_dynamic_range, 4.0);
-        let z = inspect(&[0.0; 8], &[2, 4], &mx, DynamicRangeBlocks { size: 4, two_d: false });
-        assert_eq!((z.dynamic_range, z.max_block_dynamic_range, z.underflow_pct), (0.0, 0.0, 0.0));
+        let z = inspect(
+            &[0.0; 8],
+            &[2, 4],
+            &mx,
+            DynamicRangeBlocks {
+                size: 4,
+                two_d: false,
+            },
+        );
+        assert_eq!(
+            (z.dynamic_range, z.max_block_dynamic_range, z.underflow_pct),
+            (0.0, 0.0, 0.0)
+        );
         assert_eq!(z.count, 8);
     }
 }

@@ -247,7 +247,9 @@ impl ScalingFile {
     fn compile(self) -> Result<ScaleRule, String> {
         let positive = |v: usize, what: &str| {
             if v == 0 {
-                Err(format!("field `role_rules.scaling`: {what} must be at least 1"))
+                Err(format!(
+                    "field `role_rules.scaling`: {what} must be at least 1"
+                ))
             } else {
                 Ok(())
             }
@@ -273,9 +275,7 @@ impl ScalingFile {
                     axis: axis.into(),
                 })
             }
-            ScalingFile::Nvfp4 { axis } => {
-                ScaleRule::Fixed(Scaling::Nvfp4 { axis: axis.into() })
-            }
+            ScalingFile::Nvfp4 { axis } => ScaleRule::Fixed(Scaling::Nvfp4 { axis: axis.into() }),
         })
     }
 }
@@ -349,7 +349,10 @@ impl Common {
             }
         }
         let named_copy = self.roles.iter().copied().any(is_copy)
-            || self.role_rules.iter().any(|r| r.roles.iter().copied().any(is_copy));
+            || self
+                .role_rules
+                .iter()
+                .any(|r| r.roles.iter().copied().any(is_copy));
         Ok(Plan {
             rules,
             targeting: Targeting::new(self.attention, &self.overrides)?,
@@ -529,9 +532,11 @@ fn boxed(plan: Result<Plan, String>) -> Built {
     let plan = plan.and_then(|p| {
         let delayed_rule = p.rules.values().any(|r| r.scale == ScaleRule::Delayed);
         if delayed_rule && p.delayed.is_none() {
-            return Err("field `role_rules.scaling`: `delayed` needs kind `delayed_scaling`, \
+            return Err(
+                "field `role_rules.scaling`: `delayed` needs kind `delayed_scaling`, \
                  which keeps the amax histories"
-                .into());
+                    .into(),
+            );
         }
         Ok(p)
     });
@@ -637,9 +642,11 @@ fn build_nvfp4(text: &str) -> Built {
     let plan = plan.and_then(|mut p| {
         if f.rht {
             if !p.requantize {
-                return Err("field `rht`: the Hadamard transform applies to the wgrad GEMM's \
+                return Err(
+                    "field `rht`: the Hadamard transform applies to the wgrad GEMM's \
                      own copies of x and dy; add `x_wgrad` and `dy_wgrad` to `roles`"
-                    .into());
+                        .into(),
+                );
             }
             p.rht = Some(match f.rht_signs {
                 RhtSigns::Te => RhtRule::Te,

@@ -145,11 +145,17 @@ impl Targeting {
     /// Learn the number of blocks from the model's site names (largest block index + 1).
     /// Errors when an override names `last` and no site has a block index.
     pub fn bind_sites(&mut self, sites: &[String]) -> Result<(), String> {
-        self.layers = sites.iter().filter_map(|s| block_index(s)).max().map(|b| b + 1);
+        self.layers = sites
+            .iter()
+            .filter_map(|s| block_index(s))
+            .max()
+            .map(|b| b + 1);
         if self.layers.is_none() && self.overrides.iter().any(|o| o.last.is_some()) {
-            return Err("field `overrides`: `last` needs numbered blocks (`h.0.…`), \
+            return Err(
+                "field `overrides`: `last` needs numbered blocks (`h.0.…`), \
                  but no site of this model has a block number"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -161,11 +167,7 @@ impl Targeting {
 
     /// Decide for one (site, role); `in_recipe` says whether the recipe quantizes `role` at all.
     pub(crate) fn target(&self, site: &str, role: Role, in_recipe: bool) -> Target {
-        if let Some(o) = self
-            .overrides
-            .iter()
-            .find(|o| o.covers(site, self.layers))
-        {
+        if let Some(o) = self.overrides.iter().find(|o| o.covers(site, self.layers)) {
             let applies = match &o.roles {
                 Some(roles) => roles.contains(&role),
                 None => in_recipe,

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use fp8_recipes as _;
 
 fn load(name: &str) -> Box<dyn Recipe> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../recipes")
+        .join(name);
     from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -29,9 +31,7 @@ fn spec(r: &dyn Recipe, site: &str, role: Role) -> QuantSpec {
 
 fn sites(blocks: usize) -> Vec<String> {
     let mut v: Vec<String> = (0..blocks)
-        .flat_map(|b| {
-            ["attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"].map(|g| format!("h.{b}.{g}"))
-        })
+        .flat_map(|b| ["attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"].map(|g| format!("h.{b}.{g}")))
         .collect();
     v.push("lm_head".into());
     v
@@ -95,15 +95,28 @@ fn torchao_rowwise_scales_per_row_or_column_with_power_of_two_scales() {
 fn torchao_rowwise_with_gw_hp_keeps_the_weight_gradient_in_high_precision() {
     let r = load("torchao_rowwise_with_gw_hp.ron");
     assert!(r.requantizes_backward());
-    assert_eq!(spec(r.as_ref(), "h.0.mlp.proj", Role::X).scaling, Scaling::Row { pow2: true });
-    assert_eq!(spec(r.as_ref(), "h.0.mlp.proj", Role::W).scaling, Scaling::Col { pow2: true });
-    assert_eq!(spec(r.as_ref(), "h.0.mlp.proj", Role::Dy).scaling, Scaling::Row { pow2: true });
+    assert_eq!(
+        spec(r.as_ref(), "h.0.mlp.proj", Role::X).scaling,
+        Scaling::Row { pow2: true }
+    );
+    assert_eq!(
+        spec(r.as_ref(), "h.0.mlp.proj", Role::W).scaling,
+        Scaling::Col { pow2: true }
+    );
+    assert_eq!(
+        spec(r.as_ref(), "h.0.mlp.proj", Role::Dy).scaling,
+        Scaling::Row { pow2: true }
+    );
     assert_eq!(
         spec(r.as_ref(), "h.0.mlp.proj", Role::WDgrad).scaling,
         Scaling::Tensor(TensorScale::Current { pow2: true })
     );
     for role in [Role::XWgrad, Role::DyWgrad, Role::Dw] {
-        assert_eq!(r.spec("h.0.mlp.proj", role, 0), None, "{role}: high precision");
+        assert_eq!(
+            r.spec("h.0.mlp.proj", role, 0),
+            None,
+            "{role}: high precision"
+        );
     }
 }
 
@@ -113,10 +126,23 @@ fn torchao_tensorwise_and_te_current_scaling_are_hybrid_per_tensor() {
         let r = load(name);
         assert!(!r.requantizes_backward(), "{name}: one cast per tensor");
         let cur = Scaling::Tensor(TensorScale::Current { pow2: false });
-        assert_eq!(spec(r.as_ref(), "h.0.mlp.fc", Role::X).cast.format, fmt("float8_e4m3fn"));
-        assert_eq!(spec(r.as_ref(), "h.0.mlp.fc", Role::W).cast.format, fmt("float8_e4m3fn"));
-        assert_eq!(spec(r.as_ref(), "h.0.mlp.fc", Role::Dy).cast.format, fmt("float8_e5m2"));
-        assert_eq!(spec(r.as_ref(), "h.0.mlp.fc", Role::Dy).scaling, cur, "{name}");
+        assert_eq!(
+            spec(r.as_ref(), "h.0.mlp.fc", Role::X).cast.format,
+            fmt("float8_e4m3fn")
+        );
+        assert_eq!(
+            spec(r.as_ref(), "h.0.mlp.fc", Role::W).cast.format,
+            fmt("float8_e4m3fn")
+        );
+        assert_eq!(
+            spec(r.as_ref(), "h.0.mlp.fc", Role::Dy).cast.format,
+            fmt("float8_e5m2")
+        );
+        assert_eq!(
+            spec(r.as_ref(), "h.0.mlp.fc", Role::Dy).scaling,
+            cur,
+            "{name}"
+        );
     }
 }
 
@@ -192,7 +218,11 @@ fn seeded_hadamard_signs_are_a_function_of_seed_and_step() {
     let h = |r: &dyn Recipe, step| r.wgrad_hadamard("h.0.mlp.fc", step).unwrap();
     assert_eq!(h(a.as_ref(), 3), h(b.as_ref(), 3));
     assert_eq!(h(a.as_ref(), 3), h(a.as_ref(), 9), "same epoch");
-    assert_ne!(h(a.as_ref(), 3), h(a.as_ref(), 10), "redrawn every 10 steps");
+    assert_ne!(
+        h(a.as_ref(), 3),
+        h(a.as_ref(), 10),
+        "redrawn every 10 steps"
+    );
     assert_ne!(h(a.as_ref(), 3), h(c.as_ref(), 3));
     // The transform needs the wgrad copies.
     let e = from_ron_str("(kind: \"nvfp4\", rht: true)", "x.ron")
@@ -212,15 +242,37 @@ fn layer_ranges_need_the_models_sites_and_combine_with_globs() {
     )"#;
     let mut r = from_ron_str(text, "t").unwrap();
     // Before binding, `last` matches nothing; `first` needs no model.
-    assert_eq!(spec(r.as_ref(), "h.0.mlp.fc", Role::X).cast.format, fmt("bfloat16"));
-    assert_eq!(spec(r.as_ref(), "h.3.attn.qkv", Role::X).cast.format, fmt("float8_e4m3fn"));
+    assert_eq!(
+        spec(r.as_ref(), "h.0.mlp.fc", Role::X).cast.format,
+        fmt("bfloat16")
+    );
+    assert_eq!(
+        spec(r.as_ref(), "h.3.attn.qkv", Role::X).cast.format,
+        fmt("float8_e4m3fn")
+    );
     r.bind_sites(&sites(4)).unwrap();
-    assert_eq!(r.spec("h.3.attn.qkv", Role::X, 0), None, "last block, attention");
-    assert_eq!(spec(r.as_ref(), "h.3.mlp.fc", Role::X).cast.format, fmt("float8_e4m3fn"));
-    assert_eq!(spec(r.as_ref(), "h.2.attn.qkv", Role::X).cast.format, fmt("float8_e4m3fn"));
-    assert_eq!(spec(r.as_ref(), "lm_head", Role::X).cast.format, fmt("float8_e4m3fn"));
+    assert_eq!(
+        r.spec("h.3.attn.qkv", Role::X, 0),
+        None,
+        "last block, attention"
+    );
+    assert_eq!(
+        spec(r.as_ref(), "h.3.mlp.fc", Role::X).cast.format,
+        fmt("float8_e4m3fn")
+    );
+    assert_eq!(
+        spec(r.as_ref(), "h.2.attn.qkv", Role::X).cast.format,
+        fmt("float8_e4m3fn")
+    );
+    assert_eq!(
+        spec(r.as_ref(), "lm_head", Role::X).cast.format,
+        fmt("float8_e4m3fn")
+    );
     // A model without numbered blocks cannot serve `last`.
-    let e = r.bind_sites(&["lm_head".to_string()]).unwrap_err().to_string();
+    let e = r
+        .bind_sites(&["lm_head".to_string()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("last"), "{e}");
     // An override must say where it applies.
     let e = from_ron_str(
@@ -229,7 +281,10 @@ fn layer_ranges_need_the_models_sites_and_combine_with_globs() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("o.ron") && e.contains("`sites`, `first` or `last`"), "{e}");
+    assert!(
+        e.contains("o.ron") && e.contains("`sites`, `first` or `last`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -247,15 +302,33 @@ fn role_rules_replace_parts_of_a_roles_rule_add_roles_and_keep_roles() {
     let dy = spec(r.as_ref(), "h.0.mlp.fc", Role::Dy);
     assert_eq!(dy.cast.format, fmt("float8_e5m2"));
     assert_eq!(dy.cast.rounding, Rounding::Stochastic);
-    assert!(matches!(dy.scaling, Scaling::Mx { rule: MxRule::Rceil, .. }), "kind's scaling kept");
+    assert!(
+        matches!(
+            dy.scaling,
+            Scaling::Mx {
+                rule: MxRule::Rceil,
+                ..
+            }
+        ),
+        "kind's scaling kept"
+    );
     assert_eq!(r.spec("h.0.mlp.fc", Role::W, 0), None);
     let dx = spec(r.as_ref(), "h.0.mlp.fc", Role::Dx);
-    assert_eq!((dx.cast.format, dx.scaling), (fmt("bfloat16"), Scaling::None));
+    assert_eq!(
+        (dx.cast.format, dx.scaling),
+        (fmt("bfloat16"), Scaling::None)
+    );
     assert!(!r.requantizes_backward(), "no backward copy named");
     // Bad rules name the field.
     for (bad, want) in [
-        ("(kind: \"mx\", role_rules: [(roles: [dy], scaling: delayed)])", "delayed_scaling"),
-        ("(kind: \"mx\", role_rules: [(roles: [], keep: true)])", "role_rules.roles"),
+        (
+            "(kind: \"mx\", role_rules: [(roles: [dy], scaling: delayed)])",
+            "delayed_scaling",
+        ),
+        (
+            "(kind: \"mx\", role_rules: [(roles: [], keep: true)])",
+            "role_rules.roles",
+        ),
         (
             "(kind: \"mx\", role_rules: [(roles: [x], scaling: block(rows: 0, cols: 4))])",
             "role_rules.scaling",

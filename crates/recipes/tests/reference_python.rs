@@ -24,14 +24,18 @@ fn python() -> Option<String> {
                 std::env::var_os("CI").is_none(),
                 "CI is set but FP8_PYTHON is not: point it at a Python with numpy and ml_dtypes"
             );
-            eprintln!("SKIPPED reference_python: set FP8_PYTHON to a Python with numpy and ml_dtypes");
+            eprintln!(
+                "SKIPPED reference_python: set FP8_PYTHON to a Python with numpy and ml_dtypes"
+            );
             None
         }
     }
 }
 
 fn recipe(name: &str) -> Box<dyn Recipe> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../recipes")
+        .join(name);
     let mut r = from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let sites: Vec<String> = (0..16).map(|b| format!("h.{b}.mlp.fc")).collect();
     r.bind_sites(&sites).unwrap();
@@ -73,18 +77,90 @@ fn production_casts_match_the_numpy_reference_bit_for_bit() {
     // (case, recipe, role, shape, scheme for the reference)
     let site = "h.4.mlp.fc";
     let cases: Vec<(&str, &str, Role, [usize; 2], Value)> = vec![
-        ("torchao_rowwise_x", "torchao_rowwise.ron", Role::X, [64, 96], json!({"kind": "torchao", "pow2": true, "tile": [1, 96]})),
-        ("torchao_rowwise_w", "torchao_rowwise.ron", Role::W, [48, 40], json!({"kind": "torchao", "pow2": true, "tile": [48, 1]})),
-        ("torchao_rowwise_w_dgrad", "torchao_rowwise.ron", Role::WDgrad, [48, 40], json!({"kind": "torchao", "pow2": true, "tile": [1, 40]})),
-        ("te_block_x", "te_float8_block_scaling.ron", Role::X, [40, 300], json!({"kind": "te", "pow2": true, "tile": [1, 128]})),
-        ("te_block_w", "te_float8_block_scaling.ron", Role::W, [130, 200], json!({"kind": "te", "pow2": true, "tile": [128, 128]})),
-        ("te_block_x_wgrad", "te_float8_block_scaling.ron", Role::XWgrad, [200, 24], json!({"kind": "te", "pow2": true, "tile": [128, 1]})),
-        ("te_current_x", "te_float8_current_scaling.ron", Role::X, [32, 33], json!({"kind": "te", "pow2": false, "tile": [32, 33]})),
-        ("mxfp8_x", "mxfp8_nvidia.ron", Role::X, [48, 100], json!({"kind": "mxfp8", "tile": [1, 32]})),
-        ("mxfp8_dy", "mxfp8_nvidia.ron", Role::Dy, [48, 64], json!({"kind": "mxfp8", "tile": [1, 32]})),
-        ("mxfp8_x_wgrad", "mxfp8_nvidia.ron", Role::XWgrad, [70, 40], json!({"kind": "mxfp8", "tile": [32, 1]})),
-        ("nvfp4_x", "nvfp4_nvidia.ron", Role::X, [48, 70], json!({"kind": "nvfp4", "tile": [1, 16]})),
-        ("nvfp4_w", "nvfp4_nvidia.ron", Role::W, [40, 48], json!({"kind": "nvfp4", "tile": [16, 1]})),
+        (
+            "torchao_rowwise_x",
+            "torchao_rowwise.ron",
+            Role::X,
+            [64, 96],
+            json!({"kind": "torchao", "pow2": true, "tile": [1, 96]}),
+        ),
+        (
+            "torchao_rowwise_w",
+            "torchao_rowwise.ron",
+            Role::W,
+            [48, 40],
+            json!({"kind": "torchao", "pow2": true, "tile": [48, 1]}),
+        ),
+        (
+            "torchao_rowwise_w_dgrad",
+            "torchao_rowwise.ron",
+            Role::WDgrad,
+            [48, 40],
+            json!({"kind": "torchao", "pow2": true, "tile": [1, 40]}),
+        ),
+        (
+            "te_block_x",
+            "te_float8_block_scaling.ron",
+            Role::X,
+            [40, 300],
+            json!({"kind": "te", "pow2": true, "tile": [1, 128]}),
+        ),
+        (
+            "te_block_w",
+            "te_float8_block_scaling.ron",
+            Role::W,
+            [130, 200],
+            json!({"kind": "te", "pow2": true, "tile": [128, 128]}),
+        ),
+        (
+            "te_block_x_wgrad",
+            "te_float8_block_scaling.ron",
+            Role::XWgrad,
+            [200, 24],
+            json!({"kind": "te", "pow2": true, "tile": [128, 1]}),
+        ),
+        (
+            "te_current_x",
+            "te_float8_current_scaling.ron",
+            Role::X,
+            [32, 33],
+            json!({"kind": "te", "pow2": false, "tile": [32, 33]}),
+        ),
+        (
+            "mxfp8_x",
+            "mxfp8_nvidia.ron",
+            Role::X,
+            [48, 100],
+            json!({"kind": "mxfp8", "tile": [1, 32]}),
+        ),
+        (
+            "mxfp8_dy",
+            "mxfp8_nvidia.ron",
+            Role::Dy,
+            [48, 64],
+            json!({"kind": "mxfp8", "tile": [1, 32]}),
+        ),
+        (
+            "mxfp8_x_wgrad",
+            "mxfp8_nvidia.ron",
+            Role::XWgrad,
+            [70, 40],
+            json!({"kind": "mxfp8", "tile": [32, 1]}),
+        ),
+        (
+            "nvfp4_x",
+            "nvfp4_nvidia.ron",
+            Role::X,
+            [48, 70],
+            json!({"kind": "nvfp4", "tile": [1, 16]}),
+        ),
+        (
+            "nvfp4_w",
+            "nvfp4_nvidia.ron",
+            Role::W,
+            [40, 48],
+            json!({"kind": "nvfp4", "tile": [16, 1]}),
+        ),
     ];
     let mut manifest = Vec::new();
     for (i, (name, file, role, shape, scheme)) in cases.iter().enumerate() {
@@ -109,7 +185,11 @@ fn production_casts_match_the_numpy_reference_bit_for_bit() {
     std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference_quantizers.py");
     let out = Command::new(&py).arg(&script).arg(&mpath).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut failures = Vec::new();
     for (name, r) in report.as_object().unwrap() {

@@ -17,7 +17,9 @@ use fp8_recipes as _;
 type Train = Precision<Autodiff<Flex>>;
 
 fn text(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../recipes")
+        .join(name);
     std::fs::read_to_string(path).unwrap()
 }
 
@@ -46,7 +48,9 @@ fn run(recipe_text: &str, steps: usize) -> (Vec<f32>, Vec<Role>, Snapshot) {
     let _active = activate(ctx.clone());
     let device = Default::default();
     let (b, t) = (4, 16);
-    let tokens: Vec<i64> = (0..b * (t + 1)).map(|i| ((i * 37 + 11) % 64) as i64).collect();
+    let tokens: Vec<i64> = (0..b * (t + 1))
+        .map(|i| ((i * 37 + 11) % 64) as i64)
+        .collect();
     let rows: Vec<&[i64]> = tokens.chunks(t + 1).collect();
     let x: Vec<i64> = rows.iter().flat_map(|r| r[..t].to_vec()).collect();
     let y: Vec<i64> = rows.iter().flat_map(|r| r[1..].to_vec()).collect();
@@ -90,7 +94,10 @@ fn each_production_recipe_trains_and_its_state_survives_a_checkpoint() {
             losses[steps - 1] < 0.9 * losses[0],
             "{file}: loss did not fall: {losses:?}"
         );
-        assert_ne!(losses, base, "{file}: identical to fp32, nothing was quantized");
+        assert_ne!(
+            losses, base,
+            "{file}: identical to fp32, nothing was quantized"
+        );
         assert_eq!(
             roles.contains(&Role::WDgrad),
             copies,

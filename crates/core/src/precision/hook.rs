@@ -499,7 +499,6 @@ impl<B: QuantizeBackend, C: CheckpointStrategy> QuantizeBackend for Autodiff<B, 
         }
     }
 
-
     fn quantize_forward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self> {
         if active_spec(site, role).is_none() {
             return t;
