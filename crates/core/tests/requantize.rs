@@ -94,6 +94,9 @@ const M: usize = 48; // tokens: 2 × 24, a multiple of 16 for the Hadamard chunk
 const K: usize = 8;
 const N: usize = 6;
 
+/// `(y, dx, dw, db, roles seen)` of one linear step.
+type LinearRun = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<Role>);
+
 /// One linear site `y = x·w + b` with loss `Σ y∘c` (so `dy = c`): returns y, dx, dw, db and the
 /// roles the step's telemetry saw.
 fn run_linear<B: Backend + QuantizeBackend>(
@@ -102,7 +105,7 @@ fn run_linear<B: Backend + QuantizeBackend>(
     w: &[f32],
     b: &[f32],
     c: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<Role>)
+) -> LinearRun
 where
     Precision<Autodiff<B>>: burn::tensor::backend::AutodiffBackend,
     Autodiff<B>: QuantizeBackend,
