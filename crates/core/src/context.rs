@@ -15,13 +15,24 @@
 //! [`Recipe::observe_needs`] says what the recipe reads. Quantized values never depend on it.
 
 use crate::{Recipe, Role};
-use fp8_formats::{Measure, QuantSpec, Source, Stats};
+use fp8_formats::{DynamicRangeBlocks, Inspection, Measure, QuantSpec, Source, Stats};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// Per (site, role) statistics of the casts made during one step.
 pub type Telemetry = BTreeMap<(String, Role), Stats>;
+
+/// TE-debug-style statistics of one step ([`fp8_formats::inspect`]) per (site, role, recipe):
+/// the recipe is `""` for the active one, else the name a counterfactual was added under. A
+/// site cast several times in one step keeps its last inspection.
+pub type Inspections = BTreeMap<(String, Role, String), Inspection>;
+
+/// A recipe measured on the active recipe's tensors without being applied.
+struct Counterfactual {
+    name: String,
+    recipe: Box<dyn Recipe>,
+}
 
 /// The active recipe and what it has done this step.
 pub struct PrecisionContext {
@@ -31,6 +42,10 @@ pub struct PrecisionContext {
     recording: bool,
     /// Gather this step's telemetry (see [`PrecisionContext::set_telemetry`]).
     logging: bool,
+    /// Inspect casts on logging steps, with this per-block dynamic-range geometry.
+    inspect: Option<DynamicRangeBlocks>,
+    counterfactuals: Vec<Counterfactual>,
+    inspections: Inspections,
 }
 
 impl PrecisionContext {
@@ -41,7 +56,64 @@ impl PrecisionContext {
             telemetry: Telemetry::new(),
             recording: true,
             logging: true,
+            inspect: None,
+            counterfactuals: Vec::new(),
+            inspections: Inspections::new(),
         }
+    }
+
+    /// On logging steps, also compute TE-debug statistics ([`Inspections`]) of every cast the
+    /// active recipe makes (`Some(blocks)`), or stop (`None`). Steps that log no telemetry pay
+    /// nothing for it.
+    pub fn set_inspection(&mut self, blocks: Option<DynamicRangeBlocks>) {
+        self.inspect = blocks;
+    }
+
+    /// Measure `recipe` too, on the same tensors, on logging steps ("what would MXFP8's
+    /// underflow be during this delayed-scaling run?"): it changes nothing in training. Its
+    /// scaling state follows the tensors it sees, on the steps it sees them. Turns inspection
+    /// on (1×32 blocks) if it was off.
+    pub fn add_counterfactual(&mut self, name: &str, recipe: Box<dyn Recipe>) {
+        self.inspect.get_or_insert(DynamicRangeBlocks {
+            size: 32,
+            two_d: false,
+        });
+        self.counterfactuals.push(Counterfactual {
+            name: name.to_string(),
+            recipe,
+        });
+    }
+
+    /// Whether a cast made now should be handed to [`inspect`](Self::inspect).
+    pub fn wants_inspection(&self) -> bool {
+        self.recording && self.logging && self.inspect.is_some()
+    }
+
+    /// Inspect the high-precision tensor `data` (C order, `shape`) of `role` at `site` under
+    /// the active recipe and every counterfactual that quantizes it.
+    pub fn inspect(&mut self, site: &str, role: Role, data: &[f32], shape: &[usize]) {
+        let Some(blocks) = self.inspect.filter(|_| self.wants_inspection()) else {
+            return;
+        };
+        let step = self.step;
+        if let Some(spec) = self.recipe.spec(site, role, step) {
+            let i = fp8_formats::inspect(data, shape, &spec, blocks);
+            self.inspections
+                .insert((site.to_string(), role, String::new()), i);
+        }
+        for cf in &mut self.counterfactuals {
+            if let Some(spec) = cf.recipe.spec(site, role, step) {
+                let i = fp8_formats::inspect(data, shape, &spec, blocks);
+                cf.recipe.observe(site, role, &i.cast);
+                self.inspections
+                    .insert((site.to_string(), role, cf.name.clone()), i);
+            }
+        }
+    }
+
+    /// The inspections gathered since the last call.
+    pub fn take_inspections(&mut self) -> Inspections {
+        std::mem::take(&mut self.inspections)
     }
 
     /// Wrap in the shared handle that [`activate`] takes.
@@ -55,6 +127,12 @@ impl PrecisionContext {
 
     pub fn set_step(&mut self, step: u64) {
         self.step = step;
+    }
+
+    /// Tell the recipe the model's GEMM sites ([`Recipe::bind_sites`]); call once before the
+    /// first step when the recipe overrides layer ranges.
+    pub fn bind_sites(&mut self, sites: &[String]) -> Result<(), crate::RecipeError> {
+        self.recipe.bind_sites(sites)
     }
 
     pub fn recipe(&self) -> &dyn Recipe {
@@ -122,6 +200,9 @@ impl PrecisionContext {
     /// step's telemetry is handed back.
     pub fn end_step(&mut self) -> Telemetry {
         self.recipe.end_step();
+        for cf in &mut self.counterfactuals {
+            cf.recipe.end_step();
+        }
         self.step += 1;
         std::mem::take(&mut self.telemetry)
     }

@@ -11,7 +11,7 @@ pub mod recipe;
 pub mod role;
 pub mod sites;
 
-pub use context::{PrecisionContext, Telemetry};
+pub use context::{Inspections, PrecisionContext, Telemetry};
 pub use fused::{FusedAutodiffBackend, FusedOps};
 pub use precision::{Precision, QuantizeBackend};
 pub use recipe::{Recipe, RecipeError, RecipeKind};

@@ -21,6 +21,13 @@
 //! a role the recipe keeps in f32 inserts nothing at all, so an all-f32 recipe is bit-identical
 //! to the undecorated backend.
 //!
+//! A recipe that [requantizes the backward operands](crate::Recipe::requantizes_backward)
+//! (MXFP8, NVFP4, TE block scaling, torchao rowwise: block scales along each GEMM's reduction
+//! axis differ between a tensor and its transpose) gets one autodiff node per GEMM instead
+//! ([`QuantizeBackend::requantized_gemm`]): it saves the high-precision `x` and `w`, and its
+//! backward quantizes `dy` and `w` for dgrad (`Dy`, `WDgrad`) and `x` and `dy` for wgrad
+//! (`XWgrad`, `DyWgrad`, after the recipe's Hadamard transform if any) from high precision.
+//!
 //! # Use
 //!
 //! ```ignore
@@ -76,13 +83,13 @@ mod forward;
 mod hook;
 
 pub use device::quantize_via_device;
-pub use hook::{quantize_flex, quantize_via_host, QuantizeBackend};
+pub use hook::{quantize_flex, quantize_via_host, GemmKind, QuantizeBackend};
 
 use crate::{sites, Role};
 use burn_backend::backend::{AutodiffBackend, Backend, BackendTypes, ExecutionError};
 use burn_backend::ops::{TransactionOps, TransactionPrimitive, TransactionPrimitiveData};
 use burn_backend::tensor::{BoolTensor, FloatTensor, IntTensor, QuantizedTensor};
-use burn_backend::{DTypeUsageSet, TensorData};
+use burn_backend::{DTypeUsageSet, TensorData, TensorMetadata};
 use core::future::Future;
 use std::fmt;
 use std::marker::PhantomData;
@@ -193,6 +200,11 @@ fn active_site() -> Option<Arc<str>> {
     crate::context::with_active(|_| ()).map(|()| site)
 }
 
+/// Whether the active recipe quantizes each backward GEMM operand afresh.
+fn requantizes_backward() -> bool {
+    crate::context::with_active(|c| c.recipe().requantizes_backward()).unwrap_or(false)
+}
+
 impl<B: QuantizeBackend> Precision<B> {
     /// `qf(qb(t, grad_role), role)`: a GEMM input as the inner GEMM sees it.
     fn gemm_input(
@@ -216,6 +228,22 @@ impl<B: QuantizeBackend> Precision<B> {
         let Some(site) = active_site() else {
             return B::float_matmul(lhs, rhs);
         };
+        if requantizes_backward() {
+            let (l, r) = (lhs.shape(), rhs.shape());
+            let kind = if r.num_dims() == 2 {
+                Some(GemmKind::MatmulRhs2d)
+            } else if l.num_dims() == r.num_dims()
+                && l.as_slice()[..l.num_dims() - 2] == r.as_slice()[..r.num_dims() - 2]
+            {
+                Some(GemmKind::Batched)
+            } else {
+                None
+            };
+            // Broadcast batch dimensions keep the saved-operand path (no model here has them).
+            if let Some(kind) = kind {
+                return B::requantized_gemm(lhs, rhs, None, &site, kind);
+            }
+        }
         let x = Self::gemm_input(lhs, &site, Role::X, Role::Dx);
         let w = Self::gemm_input(rhs, &site, Role::W, Role::Dw);
         Self::gemm_output(B::float_matmul(x, w), &site)
@@ -229,6 +257,9 @@ impl<B: QuantizeBackend> Precision<B> {
         let Some(site) = active_site() else {
             return B::linear(x, weight, bias);
         };
+        if requantizes_backward() {
+            return B::requantized_gemm(x, weight, bias, &site, GemmKind::Linear);
+        }
         let x = Self::gemm_input(x, &site, Role::X, Role::Dx);
         let w = Self::gemm_input(weight, &site, Role::W, Role::Dw);
         // The bias is added inside `B::linear`, before the output quantizers: `y` is the

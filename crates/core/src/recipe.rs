@@ -20,7 +20,7 @@
 //! and any binary that links the crate (`use my_recipes as _;`) finds it by name.
 
 use crate::Role;
-use fp8_formats::{Measure, QuantSpec, Stats};
+use fp8_formats::{Measure, QuantSpec, RandomHadamard, Stats};
 use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
@@ -46,6 +46,28 @@ pub trait Recipe: Send {
 
     /// Called once after each optimizer step's backward pass: update scales, roll histories.
     fn end_step(&mut self) {}
+
+    /// Whether the backward GEMMs quantize their operands afresh from the high-precision
+    /// tensors under [`Role::WDgrad`] (dgrad's `wᵀ`), [`Role::XWgrad`] (wgrad's `xᵀ`) and
+    /// [`Role::DyWgrad`] (wgrad's `dy`), with [`Role::Dy`] as dgrad's `dy`; a role without a
+    /// spec then stays in high precision. The default, `false`, reuses the forward-quantized
+    /// `x̂`, `ŵ` and the once-quantized `dŷ` in both backward GEMMs.
+    fn requantizes_backward(&self) -> bool {
+        false
+    }
+
+    /// The random Hadamard transform applied to both operands of the wgrad GEMM of `site` at
+    /// `step`, along the token axis and before their quantization (NVIDIA's NVFP4 recipe). Only
+    /// consulted when [`requantizes_backward`](Recipe::requantizes_backward) is true.
+    fn wgrad_hadamard(&self, _site: &str, _step: u64) -> Option<RandomHadamard> {
+        None
+    }
+
+    /// Told every GEMM site of the model before training starts (`ModelConfig::sites()`):
+    /// overrides by layer range ("the last 8 blocks") need to know how many blocks there are.
+    fn bind_sites(&mut self, _sites: &[String]) -> Result<(), RecipeError> {
+        Ok(())
+    }
 
     /// The recipe's mutable state, for checkpoints. Stateless recipes return `Null`.
     fn state(&self) -> serde_json::Value {

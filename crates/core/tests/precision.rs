@@ -420,7 +420,7 @@ fn only_gemms_inside_site_scopes_consult_the_recipe() {
     let mut roles: Vec<_> = asked.0.lock().unwrap().clone();
     roles.sort();
     roles.dedup();
-    let expected: Vec<_> = Role::ALL
+    let expected: Vec<_> = Role::SAVED
         .iter()
         .map(|r| ("blk.proj".to_string(), *r))
         .collect();

@@ -37,6 +37,8 @@ pub mod rng;
 
 mod cast;
 mod format;
+mod hadamard;
+mod inspect;
 mod quantize;
 mod scaling;
 mod simd;
@@ -45,6 +47,8 @@ mod stats;
 
 pub use cast::{cast_scalar, CastSpec};
 pub use format::{Family, Format, FormatError, Rounding};
+pub use hadamard::{RandomHadamard, RHT_SIZE};
+pub use inspect::{inspect, DynamicRangeBlocks, Inspection};
 pub use quantize::{cast_slice, quantize};
 pub use scaling::{floor_log2, mx_shared_exp, BlockAxis, MxRule, QuantSpec, Scaling, TensorScale};
 pub use source::{quantize_from, quantize_into, Measure, Source, StridedView};

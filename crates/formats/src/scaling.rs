@@ -18,11 +18,12 @@
 //!   `Scaling::None` honours `cast.saturate`.
 //! - MX: `shared_exp` from the block amax by [`MxRule`], clamped to [−127, 127];
 //!   `scale = 2^−shared_exp` exactly. An all-zero (or all non-finite) block uses exponent 0.
-//! - NVFP4: `s_global = amax/(448·fmt_max)` (amax 0 → 1); block decode scale
-//!   `s_b = e4m3fn(block_amax / fmt_max / s_global) · s_global`, `scale = 1/s_b`, `inv = s_b`
-//!   (a zero `s_b` maps the block to zero). The element format is the spec's (E2M1 normally).
+//! - NVFP4, in TransformerEngine's order of operations (see `Nvfp4Scales`): tensor encode scale
+//!   `g = min(448·fmt_max/amax, FLT_MAX)`; block scale `s_b = e4m3fn(block_amax·(g·(1/fmt_max)))`;
+//!   `inv = s_b·(1/g)`, `scale = 1/inv` (a zero `s_b` maps the block to zero). The element format
+//!   is the spec's (E2M1 normally).
 //! - [`Stats::scale`](crate::Stats::scale) is the tensor scale for `None` (1), `Tensor` and NVFP4
-//!   (`1/s_global`); for row/col/block/MX it is the arithmetic mean of the tile scales.
+//!   (`g`); for row/col/block/MX it is the arithmetic mean of the tile scales.
 
 use crate::cast::{cast_one, CastSpec, Consts};
 use crate::format::Format;
@@ -45,7 +46,8 @@ pub enum MxRule {
     /// OCP MX v1.0: `floor(log2(amax)) - emax_elem`; may saturate.
     #[default]
     Floor,
-    /// Round `amax / fmt_max` up to a power of two; never saturates.
+    /// Round `amax · (1/fmt_max)` up to a power of two (TE, torchao, cuBLAS); saturates only
+    /// when that product rounds down onto a power of two.
     Rceil,
     /// `ceil(log2(amax)) - emax_elem`.
     Ceil,
@@ -259,7 +261,11 @@ impl MxConsts {
                 ) - emax
             }
             MxRule::Rceil => {
-                let r = amax / self.fmax;
+                // `amax · (1/fmax)`, as TE (`quantize_mxfp8.cuh`: `thread_amax *
+                // max_norm_rcp`) and torchao (`mx_tensor.py` `_to_mx_rceil`: `max_abs *
+                // (1.0 / max_pos)`) compute it; a division can round to the other side of a
+                // power of two.
+                let r = amax * (1.0 / self.fmax);
                 if r == 0.0 {
                     -127
                 } else {
@@ -306,11 +312,17 @@ pub(crate) fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
 }
 
 /// NVFP4's two-level scales for one tensor: an FP32 tensor scale from the tensor amax, then an
-/// E4M3 block scale relative to it (see the module docs).
+/// E4M3 block scale relative to it, in TransformerEngine's order of operations
+/// (`transformer_engine/pytorch/custom_recipes/reference_nvfp4.py`, lines 712–773):
+/// `g_enc = min(448·fmt_max / amax, FLT_MAX)` (0 → 1), `g_dec = 1/g_enc`;
+/// `s_b = e4m3(min(block_amax · (g_enc · (1/fmt_max)), FLT_MAX))` (clamped to ±448, nearest-even);
+/// encode `min(1/(s_b · g_dec), FLT_MAX)`, decode `s_b · g_dec`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Nvfp4Scales {
-    fmt_max: f32,
-    s_global: f32,
+    g_enc: f32,
+    g_dec: f32,
+    /// `g_enc · (1/fmt_max)`: TE folds the element maximum's reciprocal into the tensor scale.
+    mult: f32,
     /// The saturating `float8_e4m3fn` cast of the block scales.
     e4m3: Consts,
 }
@@ -318,31 +330,31 @@ pub(crate) struct Nvfp4Scales {
 impl Nvfp4Scales {
     /// The scales of a tensor with element format maximum `fmt_max` and amax `amax`.
     pub(crate) fn new(fmt_max: f32, amax: f32) -> Nvfp4Scales {
-        let s_global = if amax > 0.0 {
-            amax / (448.0 * fmt_max)
-        } else {
-            1.0
-        };
+        let mut g_enc = (448.0 * fmt_max / amax).min(f32::MAX);
+        if g_enc == 0.0 || g_enc.is_nan() {
+            g_enc = 1.0;
+        }
         Nvfp4Scales {
-            fmt_max,
-            s_global,
+            g_enc,
+            g_dec: 1.0 / g_enc,
+            mult: g_enc * (1.0 / fmt_max),
             e4m3: Consts::new(&CastSpec::new(Format::FLOAT8_E4M3FN).with_saturate(true)),
         }
     }
 
-    /// The tensor scale reported in [`Stats::scale`](crate::Stats::scale): `1/s_global`.
+    /// The tensor scale reported in [`Stats::scale`](crate::Stats::scale): `g_enc`.
     pub(crate) fn tensor_scale(&self) -> f32 {
-        1.0 / self.s_global
+        self.g_enc
     }
 
-    /// `(scale, inverse)` of a block with amax bits `amax_bits`; `(0, 0)` when the decoded block
-    /// scale is zero (or not finite), which maps the block to zero.
+    /// `(scale, inverse)` of a block with amax bits `amax_bits`; `(0, 0)` when the block scale
+    /// rounds to zero (TE's FLT_MAX encode then clamps and decodes to zero too).
     pub(crate) fn block(&self, amax_bits: u32) -> (f32, f32) {
-        let sb = f32::from_bits(amax_bits) / self.fmt_max / self.s_global;
+        let sb = (f32::from_bits(amax_bits) * self.mult).min(f32::MAX);
         let sb = f32::from_bits(cast_one(sb, &self.e4m3, 0).0);
-        let dec = sb * self.s_global;
-        if dec > 0.0 && dec.is_finite() {
-            (1.0 / dec, dec)
+        let dec = sb * self.g_dec;
+        if sb > 0.0 && dec.is_finite() {
+            ((1.0 / dec).min(f32::MAX), dec)
         } else {
             (0.0, 0.0)
         }

@@ -5,7 +5,7 @@
 //! Unknown fields are errors, and bad values name the field and what it allows.
 
 use crate::delayed::{AmaxAlgo, DelayedScaling};
-use crate::plan::{Plan, RoleRule, ScaleRule};
+use crate::plan::{Plan, RhtRule, RoleRule, ScaleRule};
 use crate::targeting::{Override, Targeting};
 use fp8_core::{Recipe, RecipeKind, Role};
 use fp8_formats::{BlockAxis, CastSpec, Format, MxRule, Rounding, Scaling, TensorScale};
@@ -57,7 +57,9 @@ impl Formats {
     fn for_role(self, role: Role) -> Format {
         match self {
             Formats::All(f) => f,
-            Formats::Hybrid if role.is_forward() => "float8_e4m3fn".parse().expect("named format"),
+            Formats::Hybrid if !role.is_gradient() => {
+                "float8_e4m3fn".parse().expect("named format")
+            }
             Formats::Hybrid => "float8_e5m2".parse().expect("named format"),
         }
     }
@@ -110,6 +112,15 @@ macro_rules! recipe_struct {
             /// Seed for stochastic rounding.
             #[serde(default)]
             seed: u64,
+            /// Per-role rules that replace parts of the kind's rule for those roles (and add
+            /// the roles if the kind does not quantize them).
+            #[serde(default)]
+            role_rules: Vec<RoleRuleFile>,
+            /// Quantize each backward GEMM operand afresh from the high-precision tensor
+            /// (default: when a backward copy role `x_wgrad`, `w_dgrad` or `dy_wgrad` is
+            /// named in `roles` or `role_rules`).
+            #[serde(default)]
+            requantize: Option<bool>,
         }
 
         impl $name {
@@ -122,6 +133,8 @@ macro_rules! recipe_struct {
                     saturate: self.saturate,
                     subnormals: self.subnormals,
                     seed: self.seed,
+                    role_rules: self.role_rules.clone(),
+                    requantize: self.requantize,
                 }
             }
         }
@@ -143,6 +156,133 @@ struct Common {
     saturate: bool,
     subnormals: bool,
     seed: u64,
+    role_rules: Vec<RoleRuleFile>,
+    requantize: Option<bool>,
+}
+
+/// One entry of `role_rules`: what changes for `roles`. Unset fields keep the kind's choice
+/// (or, for a role the kind does not quantize, nearest-even E4M3 with no scaling).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleRuleFile {
+    roles: Vec<Role>,
+    #[serde(default)]
+    format: Option<FormatName>,
+    #[serde(default)]
+    scaling: Option<ScalingFile>,
+    #[serde(default)]
+    rounding: Option<RoundingName>,
+    #[serde(default)]
+    saturate: Option<bool>,
+    /// Keep these roles in high precision.
+    #[serde(default)]
+    keep: bool,
+}
+
+/// A scaling in a RON file.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ScalingFile {
+    /// Straight cast.
+    None,
+    /// One current-amax scale per tensor (`fmt_max / amax`).
+    Tensor {
+        #[serde(default)]
+        pow2: bool,
+    },
+    /// TE delayed scaling (only in a `delayed_scaling` recipe).
+    Delayed,
+    /// One scale per row of the `[rows, cols]` view.
+    Row {
+        #[serde(default)]
+        pow2: bool,
+    },
+    /// One scale per column.
+    Col {
+        #[serde(default)]
+        pow2: bool,
+    },
+    /// `rows × cols` tiles.
+    Block {
+        rows: usize,
+        cols: usize,
+        #[serde(default)]
+        pow2: bool,
+    },
+    /// OCP MX blocks with E8M0 scales.
+    Mx {
+        #[serde(default = "mx_block")]
+        block: usize,
+        #[serde(default)]
+        rule: MxRuleName,
+        #[serde(default)]
+        axis: AxisName,
+    },
+    /// NVFP4 16-element blocks.
+    Nvfp4 {
+        #[serde(default)]
+        axis: AxisName,
+    },
+}
+
+/// `cols` (blocks within a row) or `rows` (blocks down a column).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AxisName {
+    #[default]
+    Cols,
+    Rows,
+}
+
+impl From<AxisName> for BlockAxis {
+    fn from(a: AxisName) -> Self {
+        match a {
+            AxisName::Cols => BlockAxis::Cols,
+            AxisName::Rows => BlockAxis::Rows,
+        }
+    }
+}
+
+impl ScalingFile {
+    fn compile(self) -> Result<ScaleRule, String> {
+        let positive = |v: usize, what: &str| {
+            if v == 0 {
+                Err(format!(
+                    "field `role_rules.scaling`: {what} must be at least 1"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match self {
+            ScalingFile::None => ScaleRule::None,
+            ScalingFile::Delayed => ScaleRule::Delayed,
+            ScalingFile::Tensor { pow2 } => {
+                ScaleRule::Fixed(Scaling::Tensor(TensorScale::Current { pow2 }))
+            }
+            ScalingFile::Row { pow2 } => ScaleRule::Fixed(Scaling::Row { pow2 }),
+            ScalingFile::Col { pow2 } => ScaleRule::Fixed(Scaling::Col { pow2 }),
+            ScalingFile::Block { rows, cols, pow2 } => {
+                positive(rows, "`rows`")?;
+                positive(cols, "`cols`")?;
+                ScaleRule::Fixed(Scaling::Block { rows, cols, pow2 })
+            }
+            ScalingFile::Mx { block, rule, axis } => {
+                positive(block, "`block`")?;
+                ScaleRule::Fixed(Scaling::Mx {
+                    block,
+                    rule: rule.into(),
+                    axis: axis.into(),
+                })
+            }
+            ScalingFile::Nvfp4 { axis } => ScaleRule::Fixed(Scaling::Nvfp4 { axis: axis.into() }),
+        })
+    }
+}
+
+/// The backward operand copies: naming one asks for requantized backward GEMMs.
+fn is_copy(role: Role) -> bool {
+    matches!(role, Role::XWgrad | Role::WDgrad | Role::DyWgrad)
 }
 
 impl Common {
@@ -173,11 +313,53 @@ impl Common {
                 )
             })
             .collect();
+        let mut rules = rules;
+        for rr in &self.role_rules {
+            if rr.roles.is_empty() {
+                return Err("field `role_rules.roles`: name at least one role".into());
+            }
+            let scale = rr.scaling.map(ScalingFile::compile).transpose()?;
+            for &role in &rr.roles {
+                if rr.keep {
+                    rules.remove(&role);
+                    continue;
+                }
+                let rule = rules.entry(role).or_insert(RoleRule {
+                    cast: CastSpec {
+                        format: "float8_e4m3fn".parse().expect("named format"),
+                        rounding: Rounding::NearestEven,
+                        seed: self.seed,
+                        saturate: self.saturate,
+                        subnormals: self.subnormals,
+                    },
+                    scale: ScaleRule::None,
+                });
+                if let Some(f) = rr.format {
+                    rule.cast.format = f.0;
+                }
+                if let Some(r) = rr.rounding {
+                    rule.cast.rounding = r.0;
+                }
+                if let Some(sat) = rr.saturate {
+                    rule.cast.saturate = sat;
+                }
+                if let Some(sc) = scale {
+                    rule.scale = sc;
+                }
+            }
+        }
+        let named_copy = self.roles.iter().copied().any(is_copy)
+            || self
+                .role_rules
+                .iter()
+                .any(|r| r.roles.iter().copied().any(is_copy));
         Ok(Plan {
             rules,
             targeting: Targeting::new(self.attention, &self.overrides)?,
             schedule: Vec::new(),
             delayed: None,
+            requantize: self.requantize.unwrap_or(named_copy),
+            rht: None,
         })
     }
 
@@ -189,9 +371,13 @@ impl Common {
 /// The axis a role's blocks run along: the reduction axis of the GEMM it feeds. Inputs `x` are
 /// `[…, K]` (blocks along columns); weights are `[K, N]` (blocks down rows); `dy` is `[…, N]` and
 /// feeds `dx = dy·wᵀ`, which reduces over its columns.
+///
+/// The backward copies run along their own GEMM's reduction axis: `x_wgrad` and `dy_wgrad`
+/// (`dw = xᵀ·dy` reduces over the tokens) down the rows, `w_dgrad` (`dx = dy·wᵀ` reduces over
+/// `N`) along the columns.
 fn reduction_axis(role: Role) -> BlockAxis {
     match role {
-        Role::W | Role::Dw => BlockAxis::Rows,
+        Role::W | Role::Dw | Role::XWgrad | Role::DyWgrad => BlockAxis::Rows,
         _ => BlockAxis::Cols,
     }
 }
@@ -288,7 +474,20 @@ recipe_struct! {
     /// scale. Gradients round stochastically by default (`grad_rounding`), as NVIDIA's recipe does.
     Nvfp4File {
         #[serde(default = "stochastic")] grad_rounding: RoundingName,
+        #[serde(default)] rht: bool,
+        #[serde(default)] rht_signs: RhtSigns,
+        #[serde(default)] rht_seed: u64,
+        #[serde(default)] rht_resample_every: u64,
     } rounding = "nearest", saturate = "saturate_on"
+}
+
+/// `te` (TransformerEngine's fixed sign vector) or `seeded` (drawn from `rht_seed`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RhtSigns {
+    #[default]
+    Te,
+    Seeded,
 }
 
 fn stochastic() -> RoundingName {
@@ -330,6 +529,17 @@ fn invalid(msg: String) -> ron::error::SpannedError {
 type Built = Result<Box<dyn Recipe>, ron::error::SpannedError>;
 
 fn boxed(plan: Result<Plan, String>) -> Built {
+    let plan = plan.and_then(|p| {
+        let delayed_rule = p.rules.values().any(|r| r.scale == ScaleRule::Delayed);
+        if delayed_rule && p.delayed.is_none() {
+            return Err(
+                "field `role_rules.scaling`: `delayed` needs kind `delayed_scaling`, \
+                 which keeps the amax histories"
+                    .into(),
+            );
+        }
+        Ok(p)
+    });
     plan.map(|p| Box::new(p) as Box<dyn Recipe>)
         .map_err(invalid)
 }
@@ -402,7 +612,8 @@ fn build_blockwise(text: &str) -> Built {
     let (t, pow2) = (f.tile, f.pow2);
     boxed(f.common().uniform(f.format, |role| {
         let (rows, cols) = match role {
-            Role::W | Role::Dw => (t, t),
+            Role::W | Role::Dw | Role::WDgrad => (t, t),
+            Role::XWgrad | Role::DyWgrad => (t, 1),
             _ => (1, t),
         };
         ScaleRule::Fixed(Scaling::Block { rows, cols, pow2 })
@@ -413,7 +624,7 @@ fn build_nvfp4(text: &str) -> Built {
     let f: Nvfp4File = fp8_core::recipe::ron_options().from_str(text)?;
     let c = f.common();
     let e2m1: Format = "float4_e2m1fn".parse().expect("named format");
-    boxed(c.plan(
+    let plan = c.plan(
         |_| e2m1,
         |role| {
             ScaleRule::Fixed(Scaling::Nvfp4 {
@@ -421,13 +632,33 @@ fn build_nvfp4(text: &str) -> Built {
             })
         },
         |role| {
-            if role.is_forward() {
-                c.rounding
-            } else {
+            if role.is_gradient() {
                 f.grad_rounding.0
+            } else {
+                c.rounding
             }
         },
-    ))
+    );
+    let plan = plan.and_then(|mut p| {
+        if f.rht {
+            if !p.requantize {
+                return Err(
+                    "field `rht`: the Hadamard transform applies to the wgrad GEMM's \
+                     own copies of x and dy; add `x_wgrad` and `dy_wgrad` to `roles`"
+                        .into(),
+                );
+            }
+            p.rht = Some(match f.rht_signs {
+                RhtSigns::Te => RhtRule::Te,
+                RhtSigns::Seeded => RhtRule::Seeded {
+                    seed: f.rht_seed,
+                    every: f.rht_resample_every,
+                },
+            });
+        }
+        Ok(p)
+    });
+    boxed(plan)
 }
 
 fn build_progressive(text: &str) -> Built {

@@ -4,7 +4,9 @@
 use crate::delayed::DelayedScaling;
 use crate::targeting::{Target, Targeting};
 use fp8_core::{Recipe, RecipeError, Role};
-use fp8_formats::{CastSpec, Format, Measure, QuantSpec, Rounding, Scaling, Stats, TensorScale};
+use fp8_formats::{
+    CastSpec, Format, Measure, QuantSpec, RandomHadamard, Rounding, Scaling, Stats, TensorScale,
+};
 use std::collections::BTreeMap;
 
 /// How a role's scale is chosen.
@@ -34,6 +36,32 @@ pub struct Plan {
     /// `format` (`float32` leaves tensors alone).
     pub schedule: Vec<(u64, Format)>,
     pub delayed: Option<DelayedScaling>,
+    /// Quantize each backward GEMM operand afresh ([`Recipe::requantizes_backward`]).
+    pub requantize: bool,
+    /// The random Hadamard transform of the wgrad GEMM's inputs, if any.
+    pub rht: Option<RhtRule>,
+}
+
+/// Which sign vector the wgrad Hadamard transform uses at a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RhtRule {
+    /// TransformerEngine's fixed signs (`reference_nvfp4.py`, `get_wgrad_sign_vector`).
+    Te,
+    /// Signs drawn from `seed`, redrawn every `every` steps (0: never): a pure function of
+    /// (seed, step), shared by every layer.
+    Seeded { seed: u64, every: u64 },
+}
+
+impl RhtRule {
+    pub fn at(self, step: u64) -> RandomHadamard {
+        match self {
+            RhtRule::Te => RandomHadamard::te(),
+            RhtRule::Seeded { seed, every } => {
+                let epoch = step.checked_div(every).unwrap_or(0);
+                RandomHadamard::from_seed(seed ^ epoch.wrapping_mul(0xd1b5_4a32_d192_ed03))
+            }
+        }
+    }
 }
 
 impl Plan {
@@ -126,6 +154,23 @@ impl Recipe for Plan {
         } else {
             Measure::Nothing
         }
+    }
+
+    fn requantizes_backward(&self) -> bool {
+        self.requantize
+    }
+
+    fn wgrad_hadamard(&self, _site: &str, step: u64) -> Option<RandomHadamard> {
+        self.rht.map(|r| r.at(step))
+    }
+
+    fn bind_sites(&mut self, sites: &[String]) -> Result<(), RecipeError> {
+        self.targeting
+            .bind_sites(sites)
+            .map_err(|msg| RecipeError::Invalid {
+                origin: "recipe".into(),
+                msg,
+            })
     }
 
     fn end_step(&mut self) {

@@ -352,7 +352,8 @@ fn tile_scales<B: Backend>(
             let emax = fp8_formats::floor_log2(fmt_max);
             let shared = match rule {
                 MxRule::Rceil => {
-                    let r = amax.clone().div_scalar(fmt_max);
+                    // `amax · (1/fmt_max)`, as the host kernel (and TE, torchao).
+                    let r = amax.clone().mul_scalar(1.0 / fmt_max);
                     let (_, p, e) = frexp(r.clone(), true);
                     let e = e.expect("asked for e");
                     let not_pow2 = r.clone().not_equal(p);

@@ -14,7 +14,7 @@
 //! for `burn_cuda::Cuda`), and [`quantize_via_host`] is a correct, slow first version for any
 //! backend. Its `Autodiff<B>` impl below is generic and needs no change.
 
-use crate::context::{active_cast, active_spec, quantize_host, record_cast};
+use crate::context::{active_cast, active_spec, quantize_host, record_cast, with_active};
 use crate::Role;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ndarray::{
@@ -28,8 +28,8 @@ use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn_backend::tensor::FloatTensor;
 use burn_backend::{read_sync, Backend, Bytes, DType, Shape, TensorData, TensorMetadata};
 use fp8_formats::{
-    quantize_from, quantize_into, Measure, QuantSpec, Rounding, Scaling, Source, Stats,
-    StridedView, TensorScale,
+    quantize_from, quantize_into, Measure, QuantSpec, RandomHadamard, Rounding, Scaling, Source,
+    Stats, StridedView, TensorScale,
 };
 use std::sync::Arc;
 
@@ -45,6 +45,126 @@ pub trait QuantizeBackend: Backend {
     /// Identity in the forward pass; under autodiff the gradient flowing back through it is
     /// quantized for `role`. A backend without autodiff has no backward pass: identity.
     fn quantize_backward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self>;
+
+    /// The GEMM `y = x·w (+ bias)` of `site` for a recipe that
+    /// [requantizes the backward operands](crate::Recipe::requantizes_backward): forward
+    /// `y = Q_y(Q_x(x)·Q_w(w))`; under autodiff one node whose backward computes
+    /// `dx = Q_dx(Q_dy(g)·Q_w_dgrad(w)ᵀ)` and `dw = Q_dw(Q_x_wgrad(x)ᵀ·Q_dy_wgrad(g))` from the
+    /// saved high-precision `x` and `w` (after the recipe's wgrad Hadamard transform, if any).
+    /// A backend without autodiff computes the forward pass only.
+    fn requantized_gemm(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        site: &Arc<str>,
+        kind: GemmKind,
+    ) -> FloatTensor<Self> {
+        forward_gemm::<Self>(x, w, bias, site, kind)
+    }
+}
+
+/// The shape of a GEMM, which decides how its backward GEMMs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKind {
+    /// burn's `linear`: `x [.., K]`, weight `[K, N]`, optional bias `[N]`.
+    Linear,
+    /// `float_matmul` with a 2-D right operand `[K, N]` (as `Linear`, no bias).
+    MatmulRhs2d,
+    /// `float_matmul` of operands with equal batch dimensions `[.., M, K]·[.., K, N]`.
+    Batched,
+}
+
+/// The forward GEMM with quantized operands and output.
+fn forward_gemm<B: QuantizeBackend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    site: &Arc<str>,
+    kind: GemmKind,
+) -> FloatTensor<B> {
+    let x = B::quantize_forward(x, site, Role::X);
+    let w = B::quantize_forward(w, site, Role::W);
+    let y = match kind {
+        GemmKind::Linear => B::linear(x, w, bias),
+        GemmKind::MatmulRhs2d | GemmKind::Batched => B::float_matmul(x, w),
+    };
+    B::quantize_forward(y, site, Role::Y)
+}
+
+/// dgrad: `dx = Q_dx(Q_dy(g)·Q_w_dgrad(w)ᵀ)`.
+fn dgrad<B: QuantizeBackend>(
+    w: FloatTensor<B>,
+    g: FloatTensor<B>,
+    site: &Arc<str>,
+    kind: GemmKind,
+) -> FloatTensor<B> {
+    let g = B::quantize_forward(g, site, Role::Dy);
+    let w = B::quantize_forward(w, site, Role::WDgrad);
+    let dx = match kind {
+        GemmKind::Linear | GemmKind::MatmulRhs2d => B::linear_x_backward(w, g),
+        GemmKind::Batched => B::float_matmul(g, B::float_transpose(w)),
+    };
+    B::quantize_forward(dx, site, Role::Dx)
+}
+
+/// wgrad: `dw = Q_dw(Q_x_wgrad(T·x)ᵀ·Q_dy_wgrad(T·g))`, `T` the recipe's Hadamard transform
+/// along the tokens (identity when it has none).
+fn wgrad<B: QuantizeBackend>(
+    x: FloatTensor<B>,
+    g: FloatTensor<B>,
+    site: &Arc<str>,
+    kind: GemmKind,
+) -> FloatTensor<B> {
+    let rht = with_active(|c| c.recipe().wgrad_hadamard(site, c.step())).flatten();
+    let (x, g) = match rht {
+        Some(h) => (hadamard_tokens::<B>(x, &h), hadamard_tokens::<B>(g, &h)),
+        None => (x, g),
+    };
+    let x = B::quantize_forward(x, site, Role::XWgrad);
+    let g = B::quantize_forward(g, site, Role::DyWgrad);
+    let dw = match kind {
+        GemmKind::Linear | GemmKind::MatmulRhs2d => B::linear_weight_backward(x, g),
+        GemmKind::Batched => B::float_matmul(B::float_transpose(x), g),
+    };
+    B::quantize_forward(dw, site, Role::Dw)
+}
+
+/// Apply `h` along the token axis of `t` viewed as `[tokens, features]` (all leading
+/// dimensions folded into the tokens), through host memory.
+fn hadamard_tokens<B: Backend>(t: FloatTensor<B>, h: &RandomHadamard) -> FloatTensor<B> {
+    let device = B::float_device(&t);
+    let dtype = t.dtype();
+    let data = read_sync(B::float_into_data(t)).expect("reading a float tensor to host");
+    let shape = data.shape.clone();
+    let mut values: Vec<f32> = if dtype == DType::F32 {
+        data.into_vec::<f32>()
+    } else {
+        data.convert::<f32>().into_vec::<f32>()
+    }
+    .expect("float tensor data converts to f32");
+    let cols = shape.last().copied().unwrap_or(1).max(1);
+    let rows = values.len() / cols;
+    h.apply(&mut values, rows, cols);
+    let mut data = TensorData::new(values, shape);
+    if dtype != DType::F32 {
+        data = data.convert_dtype(dtype);
+    }
+    B::float_from_data(data, &device)
+}
+
+/// Hand a high-precision tensor about to be cast to the context's inspection (TE-debug
+/// statistics for the active recipe and its counterfactuals), on logging steps only: the one
+/// check costs nothing otherwise.
+fn inspect_cast<B: Backend>(t: &FloatTensor<B>, site: &str, role: Role) {
+    if !with_active(|c| c.wants_inspection()).unwrap_or(false) {
+        return;
+    }
+    let data = read_sync(B::float_into_data(t.clone())).expect("reading a float tensor to host");
+    let shape = data.shape.clone();
+    let Ok(values) = data.convert::<f32>().into_vec::<f32>() else {
+        return;
+    };
+    with_active(|c| c.inspect(site, role, &values, shape.as_slice()));
 }
 
 /// Quantize any backend's float tensor through host memory: read it as `f32`, run
@@ -85,6 +205,7 @@ where
         if active_spec(site, role).is_none() {
             return t;
         }
+        inspect_cast::<Self>(&t, site, role);
         match t {
             NdArrayTensor::F32(storage) => {
                 let mut array = storage.into_shared();
@@ -115,6 +236,9 @@ impl QuantizeBackend for Flex {
         let Some((spec, measure)) = active_cast(site, role) else {
             return t;
         };
+        if measure == Measure::Full {
+            inspect_cast::<Self>(&t, site, role);
+        }
         if t.dtype() != DType::F32 {
             return quantize_via_host::<Self>(t, site, role);
         }
@@ -291,7 +415,90 @@ impl<B: QuantizeBackend> Backward<B, 1> for QuantizeGrad {
     }
 }
 
+/// Backward of [`QuantizeBackend::requantized_gemm`] without a bias: parents `[x, w]`.
+#[derive(Debug)]
+struct RequantizedGemm;
+
+/// What the backward GEMMs need: the high-precision operands, the site and the GEMM's shape.
+type GemmState<B> = (FloatTensor<B>, FloatTensor<B>, Arc<str>, GemmKind);
+
+impl<B: QuantizeBackend> Backward<B, 2> for RequantizedGemm {
+    type State = GemmState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w, site, kind) = ops.state;
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, wgrad::<B>(x, grad.clone(), &site, kind));
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dgrad::<B>(w, grad, &site, kind));
+        }
+    }
+}
+
+/// Backward of [`QuantizeBackend::requantized_gemm`] with a bias: parents `[x, w, bias]`; the
+/// bias gradient is the high-precision `g` summed over the tokens, as in TE.
+#[derive(Debug)]
+struct RequantizedLinearBias;
+
+impl<B: QuantizeBackend> Backward<B, 3> for RequantizedLinearBias {
+    type State = GemmState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w, site, kind) = ops.state;
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, B::linear_bias_backward(grad.clone()));
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, wgrad::<B>(x, grad.clone(), &site, kind));
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dgrad::<B>(w, grad, &site, kind));
+        }
+    }
+}
+
 impl<B: QuantizeBackend, C: CheckpointStrategy> QuantizeBackend for Autodiff<B, C> {
+    fn requantized_gemm(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        site: &Arc<str>,
+        kind: GemmKind,
+    ) -> FloatTensor<Self> {
+        let y = forward_gemm::<B>(
+            x.primitive.clone(),
+            w.primitive.clone(),
+            bias.as_ref().map(|b| b.primitive.clone()),
+            site,
+            kind,
+        );
+        let state = (x.primitive, w.primitive, site.clone(), kind);
+        // Compute bound, as the quantizers: recomputing would cast twice.
+        match bias {
+            Some(b) => match RequantizedLinearBias
+                .prepare::<C>([x.node, w.node, b.node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
+            None => match RequantizedGemm
+                .prepare::<C>([x.node, w.node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
+        }
+    }
+
     fn quantize_forward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self> {
         if active_spec(site, role).is_none() {
             return t;

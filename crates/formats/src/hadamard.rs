@@ -1,0 +1,181 @@
+//! The 16×16 random Hadamard transform (RHT) of NVIDIA's NVFP4 recipe.
+//!
+//! NVFP4 training ("Pretraining Large Language Models with NVFP4", arXiv 2509.25149, §4.2;
+//! TransformerEngine `NVFP4BlockScaling`) multiplies both inputs of the weight-gradient GEMM
+//! `dw = xᵀ·dy` by the same orthogonal matrix along the reduction axis (the tokens) before
+//! quantizing them, which spreads outliers over 16 elements. Because the matrix `T` is
+//! orthogonal, `(Tᵀx)ᵀ(Tᵀdy) = xᵀ·T·Tᵀ·dy = xᵀ·dy`: in exact arithmetic the GEMM is unchanged.
+//!
+//! `T = diag(s)·H₁₆ / 4`, with `H₁₆` the Sylvester Hadamard matrix (entries ±1) and `s` a sign
+//! vector shared by every layer. This is TransformerEngine's reference
+//! (`transformer_engine/pytorch/custom_recipes/reference_nvfp4.py`, `_build_hadamard_matrix`
+//! lines 395–419: `h = sign_mat @ h`, and `_apply_rht` lines 421–447: `x_mat @ (H · 1/√16)`
+//! on 16-element chunks of the transposed tensor, i.e. along the tokens). Each chunk `v` maps to
+//! `vᵀ·T = H₁₆·(s∘v) / 4`, which is what [`RandomHadamard::apply`] computes: sign flips (exact),
+//! the fast Walsh–Hadamard butterfly (four rounded stages of additions, in a fixed order), then
+//! the exact multiplication by 1/4.
+//!
+//! TE's default sign vector is hard-coded (`get_wgrad_sign_vector`, lines 335–340);
+//! [`RandomHadamard::from_seed`] draws one from a seed instead, as the paper describes.
+
+/// Size of the transform (NVFP4's block length).
+pub const RHT_SIZE: usize = 16;
+
+/// A 16×16 random Hadamard transform: the sign vector `s` of `T = diag(s)·H₁₆ / 4`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RandomHadamard {
+    /// `true` flips the sign of that input element before the Hadamard butterfly.
+    pub negate: [bool; RHT_SIZE],
+}
+
+/// TransformerEngine's signs, `reference_nvfp4.py` line 338:
+/// `[1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1]`.
+const TE_SIGNS: [i8; RHT_SIZE] = [1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1];
+
+impl RandomHadamard {
+    /// TransformerEngine's fixed sign vector.
+    pub fn te() -> RandomHadamard {
+        RandomHadamard {
+            negate: TE_SIGNS.map(|s| s < 0),
+        }
+    }
+
+    /// Signs drawn from `seed` (bit `i` of the first [`SplitMix64`](crate::rng::SplitMix64)
+    /// output negates element `i`): a pure function of the seed, so every layer and every
+    /// resumed run sees the same transform.
+    pub fn from_seed(seed: u64) -> RandomHadamard {
+        let z = crate::rng::SplitMix64::new(seed).next_u64();
+        let mut negate = [false; RHT_SIZE];
+        for (i, n) in negate.iter_mut().enumerate() {
+            *n = (z >> i) & 1 == 1;
+        }
+        RandomHadamard { negate }
+    }
+
+    /// The matrix `T = diag(s)·H₁₆ / 4`, row-major: `T[i][j] = s_i · H[i][j] / 4` with the
+    /// Sylvester `H[i][j] = (−1)^popcount(i & j)`.
+    pub fn matrix(&self) -> [[f32; RHT_SIZE]; RHT_SIZE] {
+        let mut t = [[0.0f32; RHT_SIZE]; RHT_SIZE];
+        for (i, row) in t.iter_mut().enumerate() {
+            let s = if self.negate[i] { -1.0 } else { 1.0 };
+            for (j, v) in row.iter_mut().enumerate() {
+                let h = if (i & j).count_ones() % 2 == 0 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                *v = s * h * 0.25;
+            }
+        }
+        t
+    }
+
+    /// One chunk: `v ← vᵀ·T = H₁₆·(s∘v) / 4`.
+    fn chunk(&self, v: &mut [f32; RHT_SIZE]) {
+        for (x, &n) in v.iter_mut().zip(&self.negate) {
+            if n {
+                *x = -*x;
+            }
+        }
+        let mut h = 1;
+        while h < RHT_SIZE {
+            for i in (0..RHT_SIZE).step_by(2 * h) {
+                for j in i..i + h {
+                    let (a, b) = (v[j], v[j + h]);
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+            }
+            h *= 2;
+        }
+        for x in v.iter_mut() {
+            *x *= 0.25;
+        }
+    }
+
+    /// Transform the `[rows, cols]` C-order matrix `data` along its rows axis (down each
+    /// column), in chunks of 16 consecutive rows: the wgrad GEMM's reduction axis for `x` and
+    /// `dy` viewed as `[tokens, features]`. Trailing rows that do not fill a chunk are left as
+    /// they are (the identity is orthogonal too, so the GEMM stays exact; TransformerEngine
+    /// requires the token count to be a multiple of 16 instead).
+    ///
+    /// # Panics
+    /// If `data.len() != rows * cols`.
+    pub fn apply(&self, data: &mut [f32], rows: usize, cols: usize) {
+        assert_eq!(data.len(), rows * cols, "hadamard: data is not rows × cols");
+        let mut v = [0.0f32; RHT_SIZE];
+        for r0 in (0..rows / RHT_SIZE).map(|b| b * RHT_SIZE) {
+            for c in 0..cols {
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = data[(r0 + i) * cols + c];
+                }
+                self.chunk(&mut v);
+                for (i, x) in v.iter().enumerate() {
+                    data[(r0 + i) * cols + c] = *x;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tᵀ·T = I exactly: every entry is ±1/4, so each dot product is a sum of sixteen ±1/16,
+    /// exact in f32.
+    #[test]
+    fn transform_is_orthogonal() {
+        for rht in [RandomHadamard::te(), RandomHadamard::from_seed(7)] {
+            let t = rht.matrix();
+            for i in 0..RHT_SIZE {
+                for j in 0..RHT_SIZE {
+                    let dot: f32 = (0..RHT_SIZE).map(|k| t[k][i] * t[k][j]).sum();
+                    assert_eq!(dot, if i == j { 1.0 } else { 0.0 }, "({i}, {j})");
+                }
+            }
+        }
+    }
+
+    /// The butterfly equals the matrix product `vᵀ·T` on integers (exact in both).
+    #[test]
+    fn butterfly_matches_the_matrix() {
+        let rht = RandomHadamard::te();
+        let t = rht.matrix();
+        let mut data: Vec<f32> = (0..RHT_SIZE * 3)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let orig = data.clone();
+        rht.apply(&mut data, RHT_SIZE, 3);
+        for c in 0..3 {
+            for j in 0..RHT_SIZE {
+                let want: f32 = (0..RHT_SIZE).map(|i| orig[i * 3 + c] * t[i][j]).sum();
+                assert_eq!(data[j * 3 + c], want, "column {c}, output {j}");
+            }
+        }
+    }
+
+    /// TE's signs and the first rows of its matrix by hand: row 0 of H is all ones, so
+    /// `T[0][j] = s_0/4 = 1/4`; row 3 has s_3 = −1 and H[3][j] = (−1)^popcount(3 & j).
+    #[test]
+    fn te_signs_by_hand() {
+        let t = RandomHadamard::te().matrix();
+        assert!(t[0].iter().all(|&v| v == 0.25));
+        assert_eq!(&t[3][..4], &[-0.25, 0.25, 0.25, -0.25]);
+        assert_eq!(RandomHadamard::from_seed(3), RandomHadamard::from_seed(3));
+        assert_ne!(RandomHadamard::from_seed(3), RandomHadamard::from_seed(4));
+    }
+
+    /// Ragged tails stay untouched.
+    #[test]
+    fn tail_rows_are_left_alone() {
+        let rht = RandomHadamard::from_seed(1);
+        let mut data: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        rht.apply(&mut data, 20, 1);
+        assert_eq!(&data[16..], &[16.0, 17.0, 18.0, 19.0]);
+        assert_ne!(
+            &data[..16],
+            &(0..16).map(|i| i as f32).collect::<Vec<_>>()[..]
+        );
+    }
+}
