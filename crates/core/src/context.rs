@@ -129,6 +129,15 @@ impl PrecisionContext {
         self.step = step;
     }
 
+    /// A context for training a model with these GEMM sites: [`PrecisionContext::new`] plus
+    /// [`PrecisionContext::bind_sites`], so layer-range overrides (`first: N`, `last: M`) know the
+    /// model's depth. Every trainer-side caller uses this one.
+    pub fn for_sites(recipe: Box<dyn Recipe>, sites: &[String]) -> Result<Self, crate::RecipeError> {
+        let mut ctx = PrecisionContext::new(recipe);
+        ctx.bind_sites(sites)?;
+        Ok(ctx)
+    }
+
     /// Tell the recipe the model's GEMM sites ([`Recipe::bind_sites`]); call once before the
     /// first step when the recipe overrides layer ranges.
     pub fn bind_sites(&mut self, sites: &[String]) -> Result<(), crate::RecipeError> {

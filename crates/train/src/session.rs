@@ -80,7 +80,7 @@ pub fn open<'o, B: FusedAutodiffBackend>(
         .with_epsilon(cfg.adam_eps as f32)
         .with_weight_decay(cfg.weight_decay as f32)
         .init::<B, Model<B>>();
-    let ctx = PrecisionContext::new(resolved.recipe()?).shared();
+    let ctx = PrecisionContext::for_sites(resolved.recipe()?, &resolved.model.sites())?.shared();
 
     let mut state = LoopState::default();
     if resume {

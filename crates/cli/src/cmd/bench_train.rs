@@ -209,7 +209,7 @@ fn bench<B: FusedAutodiffBackend>(
                 .with_epsilon(cfg.adam_eps as f32)
                 .with_weight_decay(cfg.weight_decay as f32)
                 .init::<B, Model<B>>(),
-            ctx: PrecisionContext::new(recipe).shared(),
+            ctx: PrecisionContext::for_sites(recipe, &model_cfg.sites())?.shared(),
             times: Vec::new(),
         });
     }

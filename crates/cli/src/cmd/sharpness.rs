@@ -144,7 +144,7 @@ fn measure<B: FusedAutodiffBackend>(args: &Args, device: &B::Device) -> anyhow::
     let data = DataSpec::parse(&cfg.data)?.load()?;
 
     let recipe = fp8_core::recipe::from_file(&cfg.recipe)?;
-    let ctx = PrecisionContext::new(recipe).shared();
+    let ctx = PrecisionContext::for_sites(recipe, &model_cfg.sites())?.shared();
     {
         let mut c = ctx.lock().unwrap_or_else(|p| p.into_inner());
         c.recipe_mut().restore(state.recipe_state.clone())?;
