@@ -592,7 +592,11 @@ mod tests {
             models: vec!["tiny".into()],
             data: vec![],
             baseline: None,
-            train: None,
+            // The tiny model's context is 16 tokens.
+            train: Some(TrainConfig {
+                seq: 16,
+                ..TrainConfig::default()
+            }),
         }
     }
 
