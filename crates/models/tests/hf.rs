@@ -274,7 +274,7 @@ fn half_precision_weights_are_widened_exactly() {
 
 #[test]
 fn unsupported_config_values_are_refused_with_the_field() {
-    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+    let cases: [(&str, serde_json::Value, &str); 5] = [
         ("activation_function", "gelu".into(), "`activation_function` = \"gelu\" is not supported; supported: gelu_new, gelu_pytorch_tanh"),
         ("model_type", "mistral".into(), "`model_type` = \"mistral\" is not supported; supported: gpt2, llama"),
         ("scale_attn_by_inverse_layer_idx", true.into(), "`scale_attn_by_inverse_layer_idx` = true is not supported"),
@@ -292,7 +292,7 @@ fn unsupported_config_values_are_refused_with_the_field() {
     }
 
     let llama = ModelConfig::llama(1, 2, 1, 8, 12, 6, 11);
-    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+    let cases: [(&str, serde_json::Value, &str); 5] = [
         (
             "hidden_act",
             "gelu".into(),

@@ -139,15 +139,12 @@ fn max_attn_logit_is_reported_per_layer_in_order() {
         };
         let (_, diag) = model.loss_with_diagnostics(tokens(5), tokens(3));
         assert_eq!(diag.max_attn_logit.len(), 2);
-        for i in 0..2 {
+        for (i, (block, &got)) in model.h.iter().zip(&diag.max_attn_logit).enumerate() {
             let mut alone = model.clone();
-            alone.h = vec![model.h[i].clone()];
+            alone.h = vec![block.clone()];
             alone.config.n_layer = 1;
             let (_, d1) = alone.loss_with_diagnostics(tokens(5), tokens(3));
-            assert_eq!(
-                diag.max_attn_logit[i], d1.max_attn_logit[0],
-                "{cfg:?} layer {i}"
-            );
+            assert_eq!(got, d1.max_attn_logit[0], "{cfg:?} layer {i}");
         }
         assert_ne!(diag.max_attn_logit[0], diag.max_attn_logit[1]);
     }

@@ -184,7 +184,7 @@ fn llama(f: &Fields) -> Result<ModelConfig, HfError> {
         f.usize("max_position_embeddings", Some(2048))?,
         f.usize("vocab_size", Some(32000))?,
     );
-    if n_head > 0 && d % n_head == 0 {
+    if n_head > 0 && d.is_multiple_of(n_head) {
         let head_dim = f.usize("head_dim", Some(d / n_head))?;
         if head_dim != d / n_head {
             return Err(f.err(
