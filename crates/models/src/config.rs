@@ -89,6 +89,20 @@ pub struct ModelConfig {
     /// Seed of the parameter init; the same seed gives the same weights on every backend.
     #[serde(default)]
     pub seed: u64,
+    /// QK-layernorm (Dehghani et al. 2023, Wortsman et al. 2023): normalise every query and key
+    /// head over `head_dim` before the `attn.scores` GEMM (and before RoPE), with the family's
+    /// norm (GPT-2: LayerNorm with gain and bias; Llama: RMSNorm with a gain), one learned gain of
+    /// `head_dim` shared by all heads of a layer (`h.{i}.attn.q_norm`, `h.{i}.attn.k_norm`), as in
+    /// OLMo-2 and Qwen-3. Bounds the attention logits `q·kᵀ/√d` by `√d·|g_q|·|g_k|`, which stops
+    /// the attention-logit growth that makes low-precision training diverge. Adds no GEMM site.
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// z-loss coefficient `c` (PaLM, Chowdhery et al. 2022: 1e-4): the training loss
+    /// ([`Model::loss`](crate::Model::loss)) adds `c · mean over tokens of (log Z)²`, with
+    /// `log Z = logsumexp` of the token's output logits, pulling the log-partition towards 0 so
+    /// the softmax stays in a well-conditioned range. 0 turns it off.
+    #[serde(default)]
+    pub z_loss: f64,
 }
 
 /// Why a model config could not be loaded or is not usable.
@@ -152,6 +166,8 @@ impl ModelConfig {
             smooth_swiglu: false,
             init_std: default_init_std(),
             seed: 0,
+            qk_norm: false,
+            z_loss: 0.0,
         }
     }
 
@@ -288,6 +304,12 @@ impl ModelConfig {
         if !(self.norm_eps > 0.0 && self.init_std > 0.0 && self.rope_theta > 0.0) {
             return bad("norm_eps, init_std and rope_theta must be positive".to_string());
         }
+        if !(self.z_loss >= 0.0 && self.z_loss.is_finite()) {
+            return bad(format!(
+                "z_loss must be a finite coefficient >= 0 (0 turns it off), got {}",
+                self.z_loss
+            ));
+        }
         Ok(())
     }
 
@@ -333,12 +355,19 @@ impl ModelConfig {
         let d = self.d_model as u64;
         let bias = self.has_bias();
         let (block_gemms, _) = self.weight_gemms();
-        let norm = if bias { 2 * d } else { d };
+        let norm_params = |width: u64| if bias { 2 * width } else { width };
+        let norm = norm_params(d);
+        let qk_norm = if self.qk_norm {
+            2 * norm_params(self.head_dim() as u64)
+        } else {
+            0
+        };
         let per_block: u64 = block_gemms
             .iter()
             .map(|&(i, o)| (i * o) as u64 + if bias { o as u64 } else { 0 })
             .sum::<u64>()
-            + 2 * norm;
+            + 2 * norm
+            + qk_norm;
         let embed = self.vocab_size as u64 * d;
         let pos = if self.arch == Arch::Gpt2 {
             self.context as u64 * d

@@ -18,8 +18,10 @@
 //! ```
 
 pub mod config;
+pub mod hf;
 mod init;
 pub mod model;
 
 pub use config::{Arch, ConfigError, ModelConfig, PRESETS};
-pub use model::{cross_entropy, Model};
+pub use hf::HfError;
+pub use model::{cross_entropy, Diagnostics, Model};

@@ -30,6 +30,10 @@
 //!   rescaling itself exact in any binary float format, so the option changes nothing in f32.
 //!   Gradients flow through both factors with `s` treated as a constant, which is what the
 //!   paper's fused kernel computes.
+//! - Stability options ([`ModelConfig::qk_norm`], [`ModelConfig::z_loss`]) are off by default and
+//!   then add no op: a model without them computes bit for bit what it did before they existed.
+//!   [`Model::loss_with_diagnostics`] reads back the attention-logit and log-partition statistics
+//!   that these options are meant to keep small.
 
 use std::f64::consts::LN_2;
 
@@ -38,7 +42,7 @@ use burn::nn::Linear;
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData, TensorPrimitive};
 use fp8_core::fused::{self, FusedOps};
 use fp8_core::sites;
 
@@ -70,6 +74,10 @@ pub struct Attention<B: Backend> {
     pub qkv: Linear<B>,
     /// Output projection `[n_head·head_dim, d_model]` (a residual projection).
     pub proj: Linear<B>,
+    /// QK-norm of the queries, over `head_dim` ([`ModelConfig::qk_norm`]); `None` when off.
+    pub q_norm: Option<Norm<B>>,
+    /// QK-norm of the keys, over `head_dim`; `None` when off.
+    pub k_norm: Option<Norm<B>>,
 }
 
 impl<B: FusedOps> Attention<B> {
@@ -79,6 +87,7 @@ impl<B: FusedOps> Attention<B> {
         cfg: &ModelConfig,
         rope: Option<&Rope<B>>,
         future: &Tensor<B, 4, Bool>,
+        probe: Option<&mut Vec<Tensor<B, 1>>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim());
@@ -91,6 +100,15 @@ impl<B: FusedOps> Attention<B> {
         let qkv = fused::contiguous(qkv.reshape([b, t, nh + 2 * nkv, hd])).swap_dims(1, 2);
         let heads = |first: usize, n: usize| qkv.clone().narrow(1, first, n);
         let (mut q, mut k, v) = (heads(0, nh), heads(nh, nkv), heads(nh + nkv, nkv));
+        // QK-norm comes before RoPE (as in OLMo-2 and Qwen-3): the rotation keeps the norm, so
+        // the bound on |q|·|k| holds for the rotated vectors too.
+        let rms = cfg.arch == Arch::Llama;
+        if let Some(norm) = &self.q_norm {
+            q = norm.forward(q, rms, cfg.norm_eps);
+        }
+        if let Some(norm) = &self.k_norm {
+            k = norm.forward(k, rms, cfg.norm_eps);
+        }
         if let Some(rope) = rope {
             q = rope.apply(q);
             k = rope.apply(k);
@@ -101,7 +119,12 @@ impl<B: FusedOps> Attention<B> {
         let k = fused::contiguous(k);
         let scores = sites::with("scores", || q.matmul(k.swap_dims(2, 3)));
         let scores = scores * (1.0 / (hd as f64).sqrt());
-        let probs = fused::softmax(scores.mask_fill(future.clone(), f32::NEG_INFINITY));
+        let scores = scores.mask_fill(future.clone(), f32::NEG_INFINITY);
+        if let Some(probe) = probe {
+            // The largest logit the softmax sees: the masked entries are -inf, the diagonal never.
+            probe.push(scores.clone().detach().max());
+        }
+        let probs = fused::softmax(scores);
         let y = sites::with("values", || probs.matmul(v));
 
         let y = fused::contiguous(y.swap_dims(1, 2)).reshape([b, t, nh * hd]);
@@ -253,6 +276,7 @@ impl<B: FusedOps> Block<B> {
         cfg: &ModelConfig,
         rope: Option<&Rope<B>>,
         future: &Tensor<B, 4, Bool>,
+        probe: Option<&mut Vec<Tensor<B, 1>>>,
     ) -> Tensor<B, 3> {
         let rms = cfg.arch == Arch::Llama;
         let a = self.attn.forward(
@@ -260,6 +284,7 @@ impl<B: FusedOps> Block<B> {
             cfg,
             rope,
             future,
+            probe,
         );
         let x = x + a;
         let m = self
@@ -293,6 +318,16 @@ pub struct Model<B: Backend> {
 impl<B: FusedOps> Model<B> {
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (`seq ≤ context`).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_probed(tokens, None)
+    }
+
+    /// [`forward`](Self::forward), pushing each layer's largest attention logit (a detached `[1]`
+    /// tensor) onto `probe` when given; `None` adds no op at all.
+    fn forward_probed(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        mut probe: Option<&mut Vec<Tensor<B, 1>>>,
+    ) -> Tensor<B, 3> {
         let cfg = &self.config;
         let [b, t] = tokens.dims();
         assert!(
@@ -319,7 +354,7 @@ impl<B: FusedOps> Model<B> {
 
         for (i, block) in self.h.iter().enumerate() {
             let _block = sites::scope(&format!("h.{i}"));
-            x = block.forward(x, cfg, rope.as_ref(), &future);
+            x = block.forward(x, cfg, rope.as_ref(), &future, probe.as_deref_mut());
         }
         let x = self.ln_f.forward(x, cfg.arch == Arch::Llama, cfg.norm_eps);
 
@@ -329,14 +364,99 @@ impl<B: FusedOps> Model<B> {
         })
     }
 
-    /// Mean next-token cross-entropy over every position, shape `[1]`.
+    /// The training loss, shape `[1]`: the mean next-token cross-entropy over every position,
+    /// plus the z-loss `c · mean((log Z)²)` when [`ModelConfig::z_loss`] `c` is not 0.
     ///
     /// `targets[b, t]` is the token that should follow `tokens[b, ..=t]`. The log-softmax is the
-    /// stable `x − max − ln Σ exp(x − max)`.
+    /// stable `x − max − ln Σ exp(x − max)`. With `z_loss` 0 this is exactly
+    /// [`cross_entropy`]`(self.forward(tokens), targets)`; evaluation should report that (the
+    /// cross-entropy alone) whatever the config.
     pub fn loss(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let logits = self.forward(tokens);
-        cross_entropy(logits, targets)
+        self.objective(logits, targets).0
     }
+
+    /// [`loss`](Self::loss) and the stability [`Diagnostics`] of the same forward pass.
+    ///
+    /// The diagnostics cost one reduction per layer and one read back to the host; the loss and
+    /// its gradient are bit for bit those of [`loss`](Self::loss).
+    pub fn loss_with_diagnostics(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 1>, Diagnostics) {
+        let mut probe = Vec::with_capacity(self.config.n_layer + 2);
+        let logits = self.forward_probed(tokens, Some(&mut probe));
+        let (loss, log_z) = self.objective(logits, targets);
+        probe.push(log_z.clone().mean());
+        probe.push(log_z.max());
+        let n_layer = probe.len() - 2;
+        let host = Tensor::cat(probe, 0)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("a converted f32 tensor reads back as f32");
+        let diagnostics = Diagnostics {
+            max_attn_logit: host[..n_layer].to_vec(),
+            log_z_mean: host[n_layer],
+            log_z_max: host[n_layer + 1],
+        };
+        (loss, diagnostics)
+    }
+
+    /// `(loss, log Z)` for `logits [b, t, v]`: the loss of [`loss`](Self::loss) and the detached
+    /// per-token log-partition `[b·t]`, which the fused cross-entropy computes anyway.
+    fn objective(
+        &self,
+        logits: Tensor<B, 3>,
+        targets: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let [b, t, v] = logits.dims();
+        let logits = logits.reshape([b * t, v]);
+        let c = self.config.z_loss;
+        // Only the z-loss needs the logits after the fused op (a clone shares the buffer).
+        let kept = (c != 0.0).then(|| logits.clone());
+        let (ce, log_z) = B::fused_cross_entropy(
+            logits.into_primitive().tensor(),
+            targets.reshape([b * t]).into_primitive(),
+        );
+        let ce = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(ce));
+        let log_z = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(log_z));
+        let Some(logits) = kept else {
+            return (ce, log_z);
+        };
+        let z = differentiable_log_z(logits, log_z.clone());
+        (ce + z.powi_scalar(2).mean() * c, log_z)
+    }
+}
+
+/// `log Z` of every row of `logits [n, v]` with its gradient (`softmax`), given the detached
+/// values `log_z [n]` that the fused cross-entropy returned.
+///
+/// The fused op's `log Z` is a constant to autodiff, so the z-loss cannot be built on it alone.
+/// `L + ln Σ exp(x − L)` with `L` that constant equals `log Z` (the sum is 1 up to rounding, so
+/// the correction is a few ulps) and has `∂/∂x = softmax(x)`; shifting by `L` instead of the row
+/// maximum saves the max pass and is just as safe from overflow, since `x − L ≤ 0`.
+fn differentiable_log_z<B: Backend>(logits: Tensor<B, 2>, log_z: Tensor<B, 1>) -> Tensor<B, 1> {
+    let [n, _] = logits.dims();
+    let shift = log_z.reshape([n, 1]);
+    let sum = (logits - shift.clone()).exp().sum_dim(1);
+    (shift + sum.log()).reshape([n])
+}
+
+/// Stability diagnostics of one forward pass ([`Model::loss_with_diagnostics`]): the two
+/// quantities whose growth precedes loss divergence in Wortsman et al. 2023.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostics {
+    /// Per layer `h.{i}`, the largest attention logit `q·kᵀ/√head_dim` over the batch, the heads
+    /// and the (query, key) pairs the softmax sees (the causal triangle with its diagonal), after
+    /// QK-norm and RoPE, before the softmax. Future positions are left out: they never reach the
+    /// softmax, so their logits cannot saturate it.
+    pub max_attn_logit: Vec<f32>,
+    /// Mean over tokens of the output log-partition `log Z = logsumexp(logits)`.
+    pub log_z_mean: f32,
+    /// Largest `log Z` over tokens.
+    pub log_z_max: f32,
 }
 
 /// Mean cross-entropy of `logits [b, t, v]` against `targets [b, t]`, shape `[1]`.
@@ -377,7 +497,11 @@ impl<B: Backend> Builder<'_, B> {
     }
 
     fn norm(&self) -> Norm<B> {
-        let d = self.cfg.d_model;
+        self.norm_of(self.cfg.d_model)
+    }
+
+    /// The family's norm over `d` features: gain 1 and, for LayerNorm, bias 0.
+    fn norm_of(&self, d: usize) -> Norm<B> {
         Norm {
             weight: self.filled(d, 1.0),
             bias: (self.cfg.arch == Arch::Gpt2).then(|| self.filled(d, 0.0)),
@@ -410,6 +534,8 @@ impl ModelConfig {
                         d,
                         resid_std,
                     ),
+                    q_norm: self.qk_norm.then(|| p.norm_of(self.head_dim())),
+                    k_norm: self.qk_norm.then(|| p.norm_of(self.head_dim())),
                 },
                 ln_2: p.norm(),
                 mlp: Mlp {

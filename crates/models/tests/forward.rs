@@ -183,6 +183,9 @@ struct Weights {
     down: (Vec<Vec<f64>>, Option<Vec<f64>>),
     lnf: (Vec<f64>, Option<Vec<f64>>),
     head: Option<Vec<Vec<f64>>>,
+    /// QK-norm gains (and LayerNorm biases) over `head_dim`, for queries and keys.
+    q_norm: Option<(Vec<f64>, Option<Vec<f64>>)>,
+    k_norm: Option<(Vec<f64>, Option<Vec<f64>>)>,
 }
 
 fn weights(cfg: &ModelConfig) -> Weights {
@@ -192,7 +195,10 @@ fn weights(cfg: &ModelConfig) -> Weights {
     let fc_out = if gpt2 { ff } else { 2 * ff };
     let bias = |p: u32, n: usize| gpt2.then(|| vec_(p, n));
     // Norm gains near 1 so the test exercises them without degenerating.
-    let gain = |p: u32| vec_(p, d).iter().map(|x| 1.0 + x).collect::<Vec<_>>();
+    let gain_of = |p: u32, n: usize| vec_(p, n).iter().map(|x| 1.0 + x).collect::<Vec<_>>();
+    let gain = |p: u32| gain_of(p, d);
+    let hd = cfg.head_dim();
+    let qk = |p: u32| cfg.qk_norm.then(|| (gain_of(p, hd), bias(p + 1, hd)));
     Weights {
         wte: mat(1, v, d),
         wpe: gpt2.then(|| mat(2, cfg.context, d)),
@@ -204,6 +210,8 @@ fn weights(cfg: &ModelConfig) -> Weights {
         down: (mat(13, ff, d), bias(14, d)),
         lnf: (gain(15), bias(16, d)),
         head: (!cfg.tie_embeddings).then(|| mat(17, d, v)),
+        q_norm: qk(18),
+        k_norm: qk(20),
     }
 }
 
@@ -224,6 +232,8 @@ fn build(cfg: &ModelConfig, w: &Weights) -> Model<B> {
             attn: Attention {
                 qkv: lin(&w.qkv),
                 proj: lin(&w.proj),
+                q_norm: w.q_norm.as_ref().map(norm),
+                k_norm: w.k_norm.as_ref().map(norm),
             },
             ln_2: norm(&w.ln2),
             mlp: Mlp {
@@ -282,7 +292,8 @@ fn rope_ref(x: &[f64], pos: usize, theta: f64) -> Vec<f64> {
     out
 }
 
-fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> Vec<Vec<f64>> {
+/// Logits `[t][vocab]` and the largest attention logit over heads and causal (query, key) pairs.
+fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> (Vec<Vec<f64>>, f64) {
     let gpt2 = cfg.arch == Arch::Gpt2;
     let (d, nh, nkv, hd) = (cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.head_dim());
     let t = toks.len();
@@ -301,8 +312,13 @@ fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> Vec<Vec<f64>> {
         .iter()
         .map(|r| affine(&norm_ref(r, &w.ln1, gpt2, cfg.norm_eps), &w.qkv))
         .collect();
+    // Query heads are 0..nh, key heads nh..nh+nkv; QK-norm (if any) comes before RoPE.
     let head = |p: usize, h: usize| -> Vec<f64> {
-        let v = qkv[p][h * hd..(h + 1) * hd].to_vec();
+        let mut v = qkv[p][h * hd..(h + 1) * hd].to_vec();
+        let qk = if h < nh { &w.q_norm } else { &w.k_norm };
+        if let (Some(norm), true) = (qk, h < nh + nkv) {
+            v = norm_ref(&v, norm, gpt2, cfg.norm_eps);
+        }
         if gpt2 {
             v
         } else {
@@ -310,6 +326,7 @@ fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> Vec<Vec<f64>> {
         }
     };
     let mut attn = vec![vec![0.0; d]; t];
+    let mut max_logit = f64::NEG_INFINITY;
     for h in 0..nh {
         let kvh = h / (nh / nkv);
         for p in 0..t {
@@ -321,6 +338,7 @@ fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> Vec<Vec<f64>> {
                 })
                 .collect();
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            max_logit = max_logit.max(m);
             let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
             for (s, sc) in scores.iter().enumerate() {
                 let prob = (sc - m).exp() / z;
@@ -358,7 +376,8 @@ fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> Vec<Vec<f64>> {
         }
     }
 
-    x.iter()
+    let logits = x
+        .iter()
         .map(|r| {
             let y = norm_ref(r, &w.lnf, gpt2, cfg.norm_eps);
             match &w.head {
@@ -370,7 +389,8 @@ fn reference(cfg: &ModelConfig, w: &Weights, toks: &[usize]) -> Vec<Vec<f64>> {
                     .collect(),
             }
         })
-        .collect()
+        .collect();
+    (logits, max_logit)
 }
 
 fn check_against_reference(cfg: ModelConfig) {
@@ -380,7 +400,7 @@ fn check_against_reference(cfg: ModelConfig) {
     let toks = [3usize, 0, 4];
     let input = tokens(&[toks.iter().map(|&t| t as i64).collect()]);
     let got = values(model.forward(input));
-    let want = reference(&cfg, &w, &toks);
+    let (want, _) = reference(&cfg, &w, &toks);
     let v = cfg.vocab_size;
     for (p, row) in want.iter().enumerate() {
         for (j, &r) in row.iter().enumerate() {
@@ -420,4 +440,98 @@ fn llama_forward_matches_hand_computed_reference() {
         tie_embeddings: true,
         ..cfg
     });
+}
+
+#[test]
+fn qk_norm_forward_matches_hand_computed_reference() {
+    // GPT-2: LayerNorm (gain and bias) on each head; Llama: RMSNorm (gain) before RoPE, with GQA.
+    let gpt2 = ModelConfig {
+        qk_norm: true,
+        ..ModelConfig::gpt2(1, 2, 4, 4, 5)
+    };
+    check_against_reference(gpt2);
+    let llama = ModelConfig {
+        rope_theta: 3.0,
+        qk_norm: true,
+        ..ModelConfig::llama(1, 2, 1, 4, 6, 4, 5)
+    };
+    check_against_reference(llama);
+}
+
+#[test]
+fn qk_norm_keeps_causality() {
+    for arch in [Arch::Gpt2, Arch::Llama] {
+        let cfg = ModelConfig {
+            qk_norm: true,
+            ..tiny(arch)
+        };
+        let model = cfg.init::<B>(&Default::default());
+        let seq: Vec<i64> = (0..12).map(|i| (i * 5 + 1) % 64).collect();
+        let t0 = 5;
+        let mut changed = seq.clone();
+        changed[t0] = (changed[t0] + 9) % 64;
+        let a = values(model.forward(tokens(&[seq])));
+        let b = values(model.forward(tokens(&[changed])));
+        let v = cfg.vocab_size;
+        assert_eq!(a[..t0 * v], b[..t0 * v], "{arch}: the past changed");
+        assert_ne!(
+            a[t0 * v..],
+            b[t0 * v..],
+            "{arch}: the present did not change"
+        );
+    }
+}
+
+/// The loss with z-loss and every diagnostic, against the f64 reference: `log Z` of each position
+/// is `ln Σ exp` of the reference logits, the cross-entropy `log Z − logit[target]`.
+#[test]
+fn loss_and_diagnostics_match_hand_computed_reference() {
+    let gpt2 = ModelConfig::gpt2(1, 2, 4, 4, 5);
+    let llama = ModelConfig {
+        rope_theta: 3.0,
+        qk_norm: true,
+        ..ModelConfig::llama(1, 2, 1, 4, 6, 4, 5)
+    };
+    for (cfg, c) in [
+        (gpt2.clone(), 0.0),
+        (gpt2, 0.25),
+        (llama.clone(), 0.0),
+        (llama, 1e-4),
+    ] {
+        let cfg = ModelConfig { z_loss: c, ..cfg };
+        let w = weights(&cfg);
+        let model = build(&cfg, &w);
+        let toks = [3usize, 0, 4];
+        let targets = [1usize, 4, 2];
+        let (logits, max_logit) = reference(&cfg, &w, &toks);
+        let log_z: Vec<f64> = logits
+            .iter()
+            .map(|row| row.iter().map(|x| x.exp()).sum::<f64>().ln())
+            .collect();
+        let n = toks.len() as f64;
+        let ce: f64 = (0..toks.len())
+            .map(|p| log_z[p] - logits[p][targets[p]])
+            .sum::<f64>()
+            / n;
+        let want = ce + c * log_z.iter().map(|z| z * z).sum::<f64>() / n;
+
+        let as_row = |v: &[usize]| tokens(&[v.iter().map(|&t| t as i64).collect()]);
+        let (loss, diag) = model.loss_with_diagnostics(as_row(&toks), as_row(&targets));
+        let got = loss.into_scalar() as f64;
+        assert!(
+            (got - want).abs() < 1e-5,
+            "{cfg:?}: loss {got}, want {want}"
+        );
+        let plain = model.loss(as_row(&toks), as_row(&targets)).into_scalar() as f64;
+        assert_eq!(plain, got, "loss and loss_with_diagnostics must agree");
+
+        assert_eq!(diag.max_attn_logit.len(), 1);
+        let close = |g: f32, r: f64, what: &str| {
+            assert!((g as f64 - r).abs() < 1e-5, "{cfg:?}: {what} {g}, want {r}");
+        };
+        close(diag.max_attn_logit[0], max_logit, "max attention logit");
+        close(diag.log_z_mean, log_z.iter().sum::<f64>() / n, "mean log Z");
+        let z_max = log_z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        close(diag.log_z_max, z_max, "max log Z");
+    }
 }

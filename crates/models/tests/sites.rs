@@ -60,5 +60,13 @@ fn every_gemm_is_in_a_listed_site_in_order() {
     };
     for cfg in [gpt2, llama, smooth, untied] {
         assert_eq!(gemm_sites(&cfg), cfg.sites(), "{cfg:?}");
+        // The stability options add no GEMM and rename none.
+        let stable = ModelConfig {
+            qk_norm: true,
+            z_loss: 1e-4,
+            ..cfg.clone()
+        };
+        assert_eq!(stable.sites(), cfg.sites());
+        assert_eq!(gemm_sites(&stable), cfg.sites(), "{stable:?}");
     }
 }
