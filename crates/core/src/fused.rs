@@ -152,6 +152,11 @@ mod cuda {
     impl FusedOps for Cuda<f16, i32> {}
 }
 
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    impl super::FusedOps for burn_wgpu::Wgpu<f32, i32, u32> {}
+}
+
 // ---- The decorator: forwarded to the inner backend -------------------------------------------
 
 impl<B: FusedOps + QuantizeBackend> FusedOps for Precision<B> {

@@ -81,6 +81,8 @@ mod cuda;
 pub mod device;
 mod forward;
 mod hook;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 pub use device::quantize_via_device;
 pub use hook::{quantize_flex, quantize_via_host, GemmKind, QuantizeBackend};
