@@ -5,6 +5,8 @@ tied embeddings, pre-LN, GELU-tanh MLP, no dropout), the same step (AdamW, globa
 batch 16, seq 128), random tokens. Prints one JSON line per attention variant:
 `manual` writes the score/value products as explicit matmuls (as fp8's model does, so that
 a recipe can quantize them); `sdpa` uses torch's fused scaled_dot_product_attention.
+`--attention manual` (or `sdpa`) runs one variant only. `scripts/bench_vs_torch.sh` alternates
+this with `fp8 bench train` and prints the ratio.
 
     python scripts/torch_baseline.py --threads 2 --steps 16 --warmup 2
 """
@@ -90,7 +92,9 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--attention", choices=("both", "manual", "sdpa"), default="both")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    for sdpa in (False, True):
+    variants = {"both": (False, True), "manual": (False,), "sdpa": (True,)}[args.attention]
+    for sdpa in variants:
         print(json.dumps(bench(sdpa, args)), flush=True)

@@ -33,7 +33,7 @@
 
 mod autodiff;
 pub mod defaults;
-mod flex;
+pub(crate) mod flex;
 
 use crate::Precision;
 use crate::QuantizeBackend;

@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod fused;
+pub mod gemm;
 pub mod precision;
 pub mod recipe;
 pub mod role;
@@ -13,6 +14,7 @@ pub mod sites;
 
 pub use context::{Inspections, PrecisionContext, Telemetry};
 pub use fused::{FusedAutodiffBackend, FusedOps};
+pub use gemm::GemmOps;
 pub use precision::{Precision, QuantizeBackend};
 pub use recipe::{Recipe, RecipeError, RecipeKind};
 pub use role::Role;

@@ -228,7 +228,7 @@ impl<B: QuantizeBackend> Precision<B> {
         rhs: FloatTensor<B>,
     ) -> FloatTensor<B> {
         let Some(site) = active_site() else {
-            return B::float_matmul(lhs, rhs);
+            return B::gemm_matmul(lhs, rhs);
         };
         if requantizes_backward() {
             let (l, r) = (lhs.shape(), rhs.shape());
@@ -248,7 +248,7 @@ impl<B: QuantizeBackend> Precision<B> {
         }
         let x = Self::gemm_input(lhs, &site, Role::X, Role::Dx);
         let w = Self::gemm_input(rhs, &site, Role::W, Role::Dw);
-        Self::gemm_output(B::float_matmul(x, w), &site)
+        Self::gemm_output(B::gemm_matmul(x, w), &site)
     }
 
     pub(crate) fn linear_with_recipe(
@@ -257,16 +257,16 @@ impl<B: QuantizeBackend> Precision<B> {
         bias: Option<FloatTensor<B>>,
     ) -> FloatTensor<B> {
         let Some(site) = active_site() else {
-            return B::linear(x, weight, bias);
+            return B::gemm_linear(x, weight, bias);
         };
         if requantizes_backward() {
             return B::requantized_gemm(x, weight, bias, &site, GemmKind::Linear);
         }
         let x = Self::gemm_input(x, &site, Role::X, Role::Dx);
         let w = Self::gemm_input(weight, &site, Role::W, Role::Dw);
-        // The bias is added inside `B::linear`, before the output quantizers: `y` is the
+        // The bias is added inside `B::gemm_linear`, before the output quantizers: `y` is the
         // layer's output, as in TransformerEngine's fused linear.
-        Self::gemm_output(B::linear(x, w, bias), &site)
+        Self::gemm_output(B::gemm_linear(x, w, bias), &site)
     }
 }
 

@@ -4,7 +4,9 @@
 //! Why a crate of its own: on CPU these ops were a large share of step time, mostly scalar libm
 //! `expf` and one memory pass per elementwise op. Here each row is done in as few passes as
 //! possible over cache-resident data, with a vectorised `exp` (`simd.rs`), and rows are spread over
-//! rayon threads when there is enough work.
+//! the threads of [`par`] when there is enough work. [`gemm`] has the step's matrix products.
+//!
+//! Why this crate runs its own parallel loops rather than rayon's: see [`par`].
 //!
 //! Results are bit-identical whatever the thread count, chunking or vector ISA: every row's
 //! reductions run in one fixed order inside one task, and the only sums across rows (norm weight
@@ -12,15 +14,17 @@
 //!
 //! `rows = x.len() / cols` everywhere; all slices contiguous row-major; outputs fully overwritten.
 
+pub mod gemm;
+pub mod par;
 mod rows;
 mod simd;
 
-use rayon::prelude::*;
+use par::Chunks;
 use simd::dispatch;
 
-/// Below this many elements a kernel runs on the calling thread (rayon's hand-off costs more).
+/// Below this many elements a kernel runs on the calling thread (a parallel loop costs more).
 const PAR_MIN: usize = 32 * 1024;
-/// Elements per rayon task, rounded to whole rows.
+/// Elements per task, rounded to whole rows.
 const TASK: usize = 16 * 1024;
 /// Rows per partial sum in `norm_backward`; fixed so the result does not depend on threads.
 const NORM_BLOCK: usize = 64;
@@ -41,7 +45,7 @@ fn check_len(name: &str, what: &str, got: usize, want: usize) {
     );
 }
 
-/// Rows per rayon task for rows of `cols` elements.
+/// Rows per task for rows of `cols` elements.
 fn task_rows(cols: usize) -> usize {
     (TASK / cols).max(1)
 }
@@ -55,7 +59,10 @@ pub fn exp_slice(x: &mut [f32]) {
             || rows::exp_inplace(x),
         );
     } else {
-        x.par_chunks_mut(TASK).for_each(|c| {
+        let x = Chunks::new(x, TASK);
+        par::for_each(x.count(), |i| {
+            // SAFETY: task i takes chunk i only.
+            let c = unsafe { x.get(i) };
             dispatch(
                 #[inline(always)]
                 || rows::exp_inplace(c),
@@ -75,7 +82,11 @@ pub fn softmax(x: &[f32], cols: usize, y: &mut [f32]) {
         );
     } else {
         let n = task_rows(cols) * cols;
-        x.par_chunks(n).zip(y.par_chunks_mut(n)).for_each(|(x, y)| {
+        let y = Chunks::new(y, n);
+        par::for_each(y.count(), |i| {
+            let x = &x[i * n..((i + 1) * n).min(x.len())];
+            // SAFETY: task i takes chunk i only.
+            let y = unsafe { y.get(i) };
             dispatch(
                 #[inline(always)]
                 || rows::softmax(x, cols, y),
@@ -96,15 +107,16 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
         );
     } else {
         let n = task_rows(cols) * cols;
-        y.par_chunks(n)
-            .zip(dy.par_chunks(n))
-            .zip(dx.par_chunks_mut(n))
-            .for_each(|((y, dy), dx)| {
-                dispatch(
-                    #[inline(always)]
-                    || rows::softmax_backward(y, dy, cols, dx),
-                )
-            });
+        let dx = Chunks::new(dx, n);
+        par::for_each(dx.count(), |i| {
+            let r = i * n..((i + 1) * n).min(y.len());
+            // SAFETY: task i takes chunk i only.
+            let dx = unsafe { dx.get(i) };
+            dispatch(
+                #[inline(always)]
+                || rows::softmax_backward(&y[r.clone()], &dy[r.clone()], cols, dx),
+            )
+        });
     }
 }
 
@@ -117,14 +129,16 @@ pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
             || rows::gelu_tanh(x, y),
         );
     } else {
-        x.par_chunks(TASK)
-            .zip(y.par_chunks_mut(TASK))
-            .for_each(|(x, y)| {
-                dispatch(
-                    #[inline(always)]
-                    || rows::gelu_tanh(x, y),
-                )
-            });
+        let y = Chunks::new(y, TASK);
+        par::for_each(y.count(), |i| {
+            let x = &x[i * TASK..((i + 1) * TASK).min(x.len())];
+            // SAFETY: task i takes chunk i only.
+            let y = unsafe { y.get(i) };
+            dispatch(
+                #[inline(always)]
+                || rows::gelu_tanh(x, y),
+            )
+        });
     }
 }
 
@@ -138,15 +152,16 @@ pub fn gelu_tanh_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
             || rows::gelu_tanh_backward(x, dy, dx),
         );
     } else {
-        x.par_chunks(TASK)
-            .zip(dy.par_chunks(TASK))
-            .zip(dx.par_chunks_mut(TASK))
-            .for_each(|((x, dy), dx)| {
-                dispatch(
-                    #[inline(always)]
-                    || rows::gelu_tanh_backward(x, dy, dx),
-                )
-            });
+        let dx = Chunks::new(dx, TASK);
+        par::for_each(dx.count(), |i| {
+            let r = i * TASK..((i + 1) * TASK).min(x.len());
+            // SAFETY: task i takes chunk i only.
+            let dx = unsafe { dx.get(i) };
+            dispatch(
+                #[inline(always)]
+                || rows::gelu_tanh_backward(&x[r.clone()], &dy[r.clone()], dx),
+            )
+        });
     }
 }
 
@@ -179,16 +194,20 @@ pub fn norm(
         );
     } else {
         let tr = task_rows(cols);
-        x.par_chunks(tr * cols)
-            .zip(y.par_chunks_mut(tr * cols))
-            .zip(mean.par_chunks_mut(tr))
-            .zip(rstd.par_chunks_mut(tr))
-            .for_each(|(((x, y), mean), rstd)| {
-                dispatch(
-                    #[inline(always)]
-                    || rows::norm(x, cols, weight, bias, eps, rms, y, mean, rstd),
-                )
-            });
+        let (y, mean, rstd) = (
+            Chunks::new(y, tr * cols),
+            Chunks::new(mean, tr),
+            Chunks::new(rstd, tr),
+        );
+        par::for_each(y.count(), |i| {
+            let x = &x[i * tr * cols..((i + 1) * tr * cols).min(x.len())];
+            // SAFETY: task i takes chunk i of each output only.
+            let (y, mean, rstd) = unsafe { (y.get(i), mean.get(i), rstd.get(i)) };
+            dispatch(
+                #[inline(always)]
+                || rows::norm(x, cols, weight, bias, eps, rms, y, mean, rstd),
+            )
+        });
     }
 }
 
@@ -243,14 +262,27 @@ pub fn norm_backward(
             .zip(partial.chunks_mut(stride))
             .for_each(|(((((x, dy), dx), m), r), p)| block(x, dy, dx, m, r, p));
     } else {
-        x.par_chunks(n)
-            .zip(dy.par_chunks(n))
-            .zip(dx.par_chunks_mut(n))
-            .zip(mean.par_chunks(NORM_BLOCK))
-            .zip(rstd.par_chunks(NORM_BLOCK))
-            .zip(partial.par_chunks_mut(stride))
-            .with_min_len(task_rows(cols).div_ceil(NORM_BLOCK))
-            .for_each(|(((((x, dy), dx), m), r), p)| block(x, dy, dx, m, r, p));
+        // Tasks of several blocks each; every block still sums its own rows.
+        let per_task = task_rows(cols).div_ceil(NORM_BLOCK);
+        let (dx, parts) = (
+            Chunks::new(dx, per_task * n),
+            Chunks::new(&mut partial, per_task * stride),
+        );
+        par::for_each(dx.count(), |i| {
+            // SAFETY: task i takes chunk i of each output only.
+            let (dx, partial) = unsafe { (dx.get(i), parts.get(i)) };
+            let (r0, e0) = (i * per_task * NORM_BLOCK, i * per_task * n);
+            let x = &x[e0..e0 + dx.len()];
+            let dy = &dy[e0..e0 + dx.len()];
+            let rows = dx.len() / cols;
+            x.chunks(n)
+                .zip(dy.chunks(n))
+                .zip(dx.chunks_mut(n))
+                .zip(mean[r0..r0 + rows].chunks(NORM_BLOCK))
+                .zip(rstd[r0..r0 + rows].chunks(NORM_BLOCK))
+                .zip(partial.chunks_mut(stride))
+                .for_each(|(((((x, dy), dx), m), r), p)| block(x, dy, dx, m, r, p));
+        });
     }
     dweight.fill(0.0);
     for p in partial.chunks_exact(stride) {
@@ -280,15 +312,16 @@ pub fn cross_entropy(logits: &[f32], cols: usize, targets: &[i64], lse: &mut [f3
         );
     } else {
         let tr = task_rows(cols);
-        logits
-            .par_chunks(tr * cols)
-            .zip(lse.par_chunks_mut(tr))
-            .for_each(|(x, lse)| {
-                dispatch(
-                    #[inline(always)]
-                    || rows::logsumexp(x, cols, lse),
-                )
-            });
+        let out = Chunks::new(lse, tr);
+        par::for_each(out.count(), |i| {
+            let x = &logits[i * tr * cols..((i + 1) * tr * cols).min(logits.len())];
+            // SAFETY: task i takes chunk i only.
+            let lse = unsafe { out.get(i) };
+            dispatch(
+                #[inline(always)]
+                || rows::logsumexp(x, cols, lse),
+            )
+        });
     }
     // The total is a sequential f64 sum in row order, independent of how rows were split.
     lse.iter()
@@ -323,17 +356,18 @@ pub fn cross_entropy_backward(
         );
     } else {
         let tr = task_rows(cols);
-        logits
-            .par_chunks(tr * cols)
-            .zip(targets.par_chunks(tr))
-            .zip(lse.par_chunks(tr))
-            .zip(dlogits.par_chunks_mut(tr * cols))
-            .for_each(|(((x, t), l), d)| {
-                dispatch(
-                    #[inline(always)]
-                    || rows::cross_entropy_backward(x, cols, t, l, scale, d),
-                )
-            });
+        let out = Chunks::new(dlogits, tr * cols);
+        par::for_each(out.count(), |i| {
+            // SAFETY: task i takes chunk i only.
+            let d = unsafe { out.get(i) };
+            let r = i * tr..i * tr + d.len() / cols;
+            let x = &logits[r.start * cols..r.end * cols];
+            let (t, l) = (&targets[r.clone()], &lse[r]);
+            dispatch(
+                #[inline(always)]
+                || rows::cross_entropy_backward(x, cols, t, l, scale, d),
+            )
+        });
     }
 }
 

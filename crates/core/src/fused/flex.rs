@@ -14,7 +14,7 @@ use burn_backend::Bytes;
 use fp8_formats::StridedView;
 
 /// `t` itself if its elements are one dense range of its buffer, else a contiguous copy.
-fn dense(t: FlexTensor) -> FlexTensor {
+pub(crate) fn dense(t: FlexTensor) -> FlexTensor {
     if t.layout().contiguous_offsets().is_some() {
         return t;
     }

@@ -15,6 +15,7 @@
 //! backend. Its `Autodiff<B>` impl below is generic and needs no change.
 
 use crate::context::{active_cast, active_spec, quantize_host, record_cast, with_active};
+use crate::GemmOps;
 use crate::Role;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ndarray::{
@@ -38,7 +39,10 @@ use std::sync::Arc;
 /// Both functions must return `t` untouched (no copy, no graph node) when the active recipe
 /// gives no spec for `(site, role)`: that is what makes an all-f32 recipe bit-identical to the
 /// undecorated backend.
-pub trait QuantizeBackend: Backend {
+///
+/// The decorator computes the GEMMs themselves through [`GemmOps`] (its inner backend's products,
+/// forward and backward).
+pub trait QuantizeBackend: GemmOps {
     /// Forward: the value is quantized; under autodiff the gradient passes straight through.
     fn quantize_forward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self>;
 

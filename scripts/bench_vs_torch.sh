@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# fp32 gpt2-mini training throughput: fp8 against PyTorch eager on the same machine.
+#
+#   scripts/bench_vs_torch.sh [--runs N] [--steps S] [--threads "2 1"] [--fp8 PATH] [--venv DIR]
+#
+# For each thread count, alternates `fp8 bench train --recipe recipes/fp32.ron --baseline-recipe
+# none` with `scripts/torch_baseline.py --attention manual` (the same model, step and batch,
+# attention as explicit matmuls as fp8's model writes it) N times, and prints each pair, the
+# ratio fp8 ÷ PyTorch and fp8's CPU utilisation (CPU time ÷ wall time of the whole process,
+# model set-up included, so a little under the figure during steps), then the medians.
+#
+# PyTorch is installed from PyPI into a scratch venv on first use (default /tmp/fp8-torch-venv;
+# the default wheel may pull CUDA packages: large, but only a download). fp8 is built with
+# `cargo build --release -p fp8-cli` unless --fp8 names a binary.
+#
+# Absolute tokens/s vary a lot between machines (vector ISA, cache sizes, clock, other load);
+# the ratio, measured alternately in one run on a quiet machine, is the figure to compare.
+set -euo pipefail
+
+runs=3
+steps=16
+warmup=2
+threads="$(nproc) 1"
+fp8=""
+venv="${TORCH_VENV:-/tmp/fp8-torch-venv}"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --runs) runs="$2"; shift 2 ;;
+        --steps) steps="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --fp8) fp8="$2"; shift 2 ;;
+        --venv) venv="$2"; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "bench_vs_torch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+for v in "$runs" "$steps"; do
+    [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "bench_vs_torch.sh: --runs and --steps take a positive integer, got '$v'" >&2; exit 2; }
+done
+for t in $threads; do
+    [[ "$t" =~ ^[1-9][0-9]*$ ]] || { echo "bench_vs_torch.sh: --threads takes positive integers, got '$t'" >&2; exit 2; }
+done
+
+cd "$(dirname "$0")/.."
+if [[ -z "$fp8" ]]; then
+    cargo build --release -p fp8-cli >&2
+    fp8=target/release/fp8
+fi
+[[ -x "$fp8" ]] || { echo "bench_vs_torch.sh: no fp8 binary at $fp8" >&2; exit 2; }
+
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    echo "installing PyTorch into $venv ..." >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet torch numpy >&2
+fi
+py="$venv/bin/python"
+
+# Run a command; print its stdout, then a line "@@CPU <user + system seconds> WALL <seconds>".
+timed() {
+    "$py" - "$@" <<'EOF'
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, check=True)
+wall = time.perf_counter() - t0
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stdout.write(p.stdout.decode())
+sys.stdout.write(f"\n@@CPU {r.ru_utime + r.ru_stime:.3f} WALL {wall:.3f}\n")
+EOF
+}
+
+echo "# fp8 vs PyTorch, gpt2-mini fp32, batch 16, seq 128, $steps steps after $warmup warm-up, $runs alternating runs"
+echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "# cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; $(lscpu | grep -o 'avx512f' | head -1 || true)"
+echo "# torch: $("$py" -c 'import torch; print(torch.__version__)'); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# absolute figures vary by machine; compare the ratio"
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+for t in $threads; do
+    ratios=(); fp8s=(); torchs=(); utils=()
+    for ((i = 1; i <= runs; i++)); do
+        out=$(RAYON_NUM_THREADS=$t timed "$fp8" bench train --model gpt2-mini --recipe recipes/fp32.ron \
+            --baseline-recipe none --steps "$steps" --warmup-steps "$warmup" --threads "$t")
+        f=$(echo "$out" | "$py" -c 'import json,sys; s=sys.stdin.read(); print(json.loads(s[:s.rindex("@@CPU")])["tokens_per_s"])')
+        u=$(echo "$out" | awk '/^@@CPU/ {printf "%.2f", $2 / $4}')
+        out=$(OMP_NUM_THREADS=$t "$py" scripts/torch_baseline.py --threads "$t" --steps "$steps" \
+            --warmup "$warmup" --attention manual)
+        p=$(echo "$out" | "$py" -c 'import json,sys; print(json.loads(sys.stdin.readline())["tokens_per_s"])')
+        r=$("$py" -c "print(f'{$f / $p:.2f}')")
+        printf "threads %s run %d: fp8 %8.0f tokens/s (CPU utilisation %s)  PyTorch %8.0f tokens/s  ratio %s\n" \
+            "$t" "$i" "$f" "$u" "$p" "$r"
+        ratios+=("$r"); fp8s+=("$f"); torchs+=("$p"); utils+=("$u")
+    done
+    printf "threads %s median: fp8 %.0f  PyTorch %.0f  ratio %s  fp8 CPU utilisation %s\n" "$t" \
+        "$(printf '%s\n' "${fp8s[@]}" | median)" "$(printf '%s\n' "${torchs[@]}" | median)" \
+        "$(printf '%s\n' "${ratios[@]}" | median)" "$(printf '%s\n' "${utils[@]}" | median)"
+done
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
