@@ -153,3 +153,8 @@ mod cuda {
     impl GemmOps for Cuda<bf16, i32> {}
     impl GemmOps for Cuda<f16, i32> {}
 }
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    impl super::GemmOps for burn_wgpu::Wgpu<f32, i32, u32> {}
+}
