@@ -132,7 +132,10 @@ impl PrecisionContext {
     /// A context for training a model with these GEMM sites: [`PrecisionContext::new`] plus
     /// [`PrecisionContext::bind_sites`], so layer-range overrides (`first: N`, `last: M`) know the
     /// model's depth. Every trainer-side caller uses this one.
-    pub fn for_sites(recipe: Box<dyn Recipe>, sites: &[String]) -> Result<Self, crate::RecipeError> {
+    pub fn for_sites(
+        recipe: Box<dyn Recipe>,
+        sites: &[String],
+    ) -> Result<Self, crate::RecipeError> {
         let mut ctx = PrecisionContext::new(recipe);
         ctx.bind_sites(sites)?;
         Ok(ctx)

@@ -223,6 +223,7 @@ mod tests {
             max_sharpness: None,
             steps: 10,
             run_dir: String::new(),
+            initial_loss: None,
         }
     }
 

@@ -177,4 +177,3 @@ fn buffer(n: usize) -> anyhow::Result<Vec<f32>> {
     })?;
     Ok(v)
 }
-
