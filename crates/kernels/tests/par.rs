@@ -7,6 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The team is process-wide and a loop opened while another is running stays on its caller, so
+/// the test harness's parallel threads would make these tests see each other's loops: each test
+/// holds this lock.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn pool(n: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -20,6 +29,7 @@ fn cores() -> usize {
 
 #[test]
 fn every_task_runs_exactly_once() {
+    let _serial = serial();
     for threads in [1, 2, 4] {
         pool(threads).install(|| {
             for n in [0, 1, 2, 3, 17, 1000] {
@@ -41,6 +51,7 @@ fn every_task_runs_exactly_once() {
 
 #[test]
 fn threads_follow_rayon_capped_at_the_cores() {
+    let _serial = serial();
     assert_eq!(pool(1).install(par::threads), 1);
     assert_eq!(pool(2).install(par::threads), 2.min(cores()));
     assert_eq!(pool(64).install(par::threads), cores());
@@ -48,6 +59,7 @@ fn threads_follow_rayon_capped_at_the_cores() {
 
 #[test]
 fn a_loop_uses_more_than_one_thread() {
+    let _serial = serial();
     if cores() < 2 {
         eprintln!("skipped: one core");
         return;
@@ -68,6 +80,7 @@ fn a_loop_uses_more_than_one_thread() {
 
 #[test]
 fn one_thread_runs_on_the_caller() {
+    let _serial = serial();
     pool(1).install(|| {
         let me = std::thread::current().id();
         par::for_each(16, |_| assert_eq!(std::thread::current().id(), me));
@@ -76,6 +89,7 @@ fn one_thread_runs_on_the_caller() {
 
 #[test]
 fn nested_loops_complete() {
+    let _serial = serial();
     pool(2).install(|| {
         let total = AtomicUsize::new(0);
         par::for_each(6, |_| {
@@ -89,6 +103,7 @@ fn nested_loops_complete() {
 
 #[test]
 fn concurrent_callers_complete() {
+    let _serial = serial();
     let total = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..3 {
@@ -106,6 +121,7 @@ fn concurrent_callers_complete() {
 
 #[test]
 fn a_panicking_task_reaches_the_caller_and_the_team_recovers() {
+    let _serial = serial();
     pool(2).install(|| {
         for bad in [0, 5, 99] {
             let r = std::panic::catch_unwind(|| {
@@ -129,6 +145,7 @@ fn a_panicking_task_reaches_the_caller_and_the_team_recovers() {
 
 #[test]
 fn chunks_cover_the_slice() {
+    let _serial = serial();
     let mut v = vec![0u32; 103];
     let chunks = par::Chunks::new(&mut v, 10);
     assert_eq!(chunks.count(), 11);
