@@ -156,7 +156,7 @@ pub fn list(run_dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
             out.push((step, path));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 

@@ -80,10 +80,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
     }
 }
 
+/// Tensor name → the shard file holding it, from a sharded checkpoint's index.
+type WeightMap = HashMap<String, String>;
+
 /// The weight files of the checkpoint in `dir`, as `transformers` looks for them: the single
 /// [`WEIGHTS`] file if present, else the shards named by [`INDEX`]. With an index, also the
 /// tensor → file map, to check the shards against it.
-fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, String>>), HfError> {
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>), HfError> {
     let single = dir.join(WEIGHTS);
     if single.is_file() {
         return Ok((vec![single], None));
