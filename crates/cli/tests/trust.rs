@@ -470,7 +470,7 @@ fn every_option_is_checked_up_front() {
     let file = sweep_file(
         d,
         "s.ron",
-        &[fp32.clone()],
+        std::slice::from_ref(&fp32),
         "learning_rates: [1e-2], seeds: [0], steps: 2,",
     );
     let mut c = Command::new(EXE);
