@@ -22,6 +22,7 @@
 
 pub mod analysis;
 pub mod bootstrap;
+pub mod diagnostics;
 pub mod divergence;
 pub mod early_warning;
 pub mod loss_gap;

@@ -18,6 +18,9 @@
 //!    (`outcomes.svg`), loss curves per recipe at one learning rate (`loss_curves.svg`, raw and
 //!    EMA-smoothed), their smoothed difference to the baseline (`loss_gap_curves.svg`), and logit
 //!    sharpness over steps (`sharpness.svg`).
+//! 7. **Early warning** from the runs' stability diagnostics ([`crate::diagnostics`]): each
+//!    diagnostic's hit rate, false-alarm rate and lead time, every diverged run's lead times, and
+//!    the diagnostics of diverged runs next to a healthy one (`diagnostics.svg`).
 //!
 //! A run's initial loss (for the stall rule and the sensitivity's cap) is the first finite point
 //! of its loss curve; runs without a curve take the median of their model's runs.
@@ -53,6 +56,9 @@ use std::path::Path;
 
 mod gap_curves;
 mod stability;
+mod warnings;
+
+pub use warnings::RunDiagnosticSeries;
 
 /// What a curve measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -134,6 +140,17 @@ pub fn write_report_with(
     dir: &Path,
     results: &[RunResult],
     curves: &[Curve],
+    opts: &ReportOptions,
+) -> io::Result<()> {
+    write_report_with_diagnostics(dir, results, curves, &[], opts)
+}
+
+/// [`write_report_with`] plus the early-warning section from the runs' stability diagnostics.
+pub fn write_report_with_diagnostics(
+    dir: &Path,
+    results: &[RunResult],
+    curves: &[Curve],
+    diagnostics: &[RunDiagnosticSeries],
     opts: &ReportOptions,
 ) -> io::Result<()> {
     opts.analysis
@@ -296,6 +313,15 @@ pub fn write_report_with(
     }
 
     stability::write_sections(w, &recipes, &lrs, baseline.as_deref(), &analysis, opts);
+    warnings::write_section(
+        w,
+        dir,
+        results,
+        &analysis.outcomes,
+        diagnostics,
+        baseline.as_deref(),
+    )
+    .map_err(plot_err)?;
 
     // Plots.
     let _ = writeln!(w, "\n## Plots\n");

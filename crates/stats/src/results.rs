@@ -22,6 +22,7 @@
 //! non-finite values as the strings `"NaN"`, `"inf"`, `"-inf"` (and read `null` as NaN).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -91,6 +92,13 @@ pub struct Summary {
     pub spike_count: u64,
     #[serde(default, with = "nonfinite_opt")]
     pub max_sharpness: Option<f64>,
+    /// Each stability diagnostic's worst value over the run ([`crate::diagnostics::worst`]).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "nonfinite_map"
+    )]
+    pub diagnostics: BTreeMap<String, f64>,
     pub tokens_per_s: f64,
     pub wall_seconds: f64,
     /// Recipe name (file stem unless the configuration names it).
@@ -121,6 +129,30 @@ pub struct Curves {
     pub val_losses: Vec<(u64, f64)>,
     #[serde(default, deserialize_with = "nan_for_null")]
     pub sharpness: Vec<(u64, f64)>,
+    /// The stability diagnostics' series by name ([`crate::diagnostics`]), on logging steps.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "nan_for_null_map"
+    )]
+    pub diagnostics: BTreeMap<String, Vec<(u64, f64)>>,
+}
+
+/// Reads a map of series whose non-finite values serde_json wrote as `null` (as NaN).
+pub fn nan_for_null_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<(u64, f64)>>, D::Error> {
+    let series: BTreeMap<String, Vec<(u64, Option<f64>)>> = Deserialize::deserialize(d)?;
+    Ok(series
+        .into_iter()
+        .map(|(k, pts)| {
+            let pts = pts
+                .into_iter()
+                .map(|(s, v)| (s, v.unwrap_or(f64::NAN)))
+                .collect();
+            (k, pts)
+        })
+        .collect())
 }
 
 fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u64, f64)>, D::Error> {
@@ -481,6 +513,42 @@ pub mod nonfinite_opt {
     }
 }
 
+/// serde for a map of f64 values, non-finite ones as strings (see [`nonfinite`]).
+pub mod nonfinite_map {
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Str(String),
+    }
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            if v.is_finite() {
+                map.serialize_entry(k, v)?;
+            } else {
+                map.serialize_entry(k, super::nonfinite::to_str(*v))?;
+            }
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+        BTreeMap::<String, Repr>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| match v {
+                Repr::Num(x) => Ok((k, x)),
+                Repr::Str(s) => super::nonfinite::from_str(&s).map(|x| (k, x)),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +718,7 @@ mod artefact_tests {
             entropy_floor: Some(2.5),
             spike_count: 0,
             max_sharpness: None,
+            diagnostics: BTreeMap::from([("stagnation".to_string(), f64::INFINITY)]),
             tokens_per_s: 100.0,
             wall_seconds: 1.5,
             recipe: "fp32".into(),

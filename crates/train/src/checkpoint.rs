@@ -28,6 +28,9 @@ pub struct LoopState {
     pub val_losses: Vec<(u64, f64)>,
     /// Mean logit sharpness per evaluation.
     pub sharpness: Vec<(u64, f64)>,
+    /// The stability diagnostics' series so far (see [`crate::diagnostics`]).
+    #[serde(default, deserialize_with = "fp8_stats::results::nan_for_null_map")]
+    pub diagnostics: std::collections::BTreeMap<String, Vec<(u64, f64)>>,
     /// Tokens trained on.
     pub tokens: u64,
     /// Seconds spent training (summed over resumed segments).

@@ -54,6 +54,11 @@ pub struct TrainConfig {
     /// on validation batch 0, on a copy of the model (see `fp8_cli::hessian`). Each estimate
     /// costs up to 40 forward+backward passes of one batch.
     pub hessian_every: u64,
+    /// Measure the gradient's quantization noise every N steps (0 = never), logged as
+    /// `stability/grad_noise_ratio`: the norm of the unquantized gradient over the norm of the
+    /// error the recipe's casts add to it (same weights and batch). Each measurement costs one
+    /// extra unquantized forward+backward of the step's batch; training is unchanged by it.
+    pub grad_noise_every: u64,
     /// ε of the logit sharpness (paper §3.1).
     pub sharpness_eps: f64,
     /// A loss above this multiple of the first loss counts as divergence.
@@ -95,6 +100,7 @@ impl Default for TrainConfig {
             checkpoint_every: 250,
             histogram_every: 250,
             hessian_every: 0,
+            grad_noise_every: 50,
             sharpness_eps: fp8_stats::sharpness::DEFAULT_EPS,
             divergence_threshold: fp8_stats::divergence::DEFAULT_THRESHOLD,
             run_dir: None,

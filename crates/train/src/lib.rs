@@ -9,7 +9,8 @@
 //!   checkpoints ([`checkpoint`]) and the summary as calls into [`session`]; progress goes to an
 //!   [`Observer`];
 //! - [`hessian`]: the loss Hessian's top eigenvalue;
-//! - [`sweep`]: the grid of a sweep file, run in this process or as worker processes;
+//! - [`sweep`]: the grid of a sweep file, run in this process or as worker processes, with
+//!   [`ladder`]s of formats expanded into recipes;
 //! - [`backend`]: the burn backends training runs on.
 //!
 //! Train one run and a small sweep in-process:
@@ -47,6 +48,7 @@
 //!     data: vec![cfg.data.clone()],
 //!     baseline: None,
 //!     train: Some(cfg.clone()),
+//!     ..SweepFile::default()
 //! };
 //! let out = dir.path().join("sweep");
 //! let report = run_in_process::<CpuTrain>(&sweep, &out, Shard::all(), &device, &mut Silent)?;
@@ -66,9 +68,11 @@ use fp8_recipes as _;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
+pub mod diagnostics;
 pub mod eval;
 pub mod hessian;
 pub mod identity;
+pub mod ladder;
 pub mod observer;
 mod params;
 pub mod recipe_check;

@@ -4,24 +4,26 @@
 
 use crate::checkpoint::{self, LoopState};
 use crate::config::TrainConfig;
+use crate::diagnostics::{cast_extremes, noise_ratio, update_stats, Snapshot};
 use crate::eval::evaluate;
 use crate::observer::{Evaluated, Observer, RunStarted, StepDone};
 use crate::params::{named_values, nonfinite_params};
 use crate::setup::{resolve, Resolved};
-use crate::step::{lock, logs_at};
+use crate::step::{gradients, lock, logs_at};
 use anyhow::{bail, Context};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use fp8_core::context::Telemetry;
+use fp8_core::context::{activate, Telemetry};
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, TokenDataset};
 use fp8_io::tensorboard::EventWriter;
-use fp8_models::Model;
+use fp8_models::{Diagnostics, Model};
 use fp8_stats::divergence::{DivergenceMonitor, DivergenceRule};
 use fp8_stats::results::{write_atomic, write_json, Curves, Outcome, Summary};
 use fp8_stats::spikes::{count_spikes, SpikeRule};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -323,6 +325,98 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
         Ok(())
     }
 
+    /// The forward pass's, the optimizer step's and the casts' stability diagnostics of a
+    /// logging step, to TensorBoard (`stability/…`) and the run's series (see
+    /// [`crate::diagnostics`]). `before` is the snapshot of the weights before the step.
+    pub fn record_diagnostics(
+        &mut self,
+        step: u64,
+        forward: Option<Diagnostics>,
+        before: Snapshot,
+        noise: Option<f64>,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<()> {
+        use fp8_stats::diagnostics as d;
+        let mut scalars: Vec<(String, f64)> = Vec::new();
+        let mut series: Vec<(&str, f64)> = Vec::new();
+        if let Some(f) = forward {
+            for (i, v) in f.max_attn_logit.iter().enumerate() {
+                scalars.push((format!("stability/attn_logit_max/h{i}"), *v as f64));
+            }
+            let top = f.max_attn_logit.iter().copied().map(f64::from);
+            if let Some(m) = top.reduce(|a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(b)
+                }
+            }) {
+                series.push((d::ATTN_LOGIT_MAX, m));
+            }
+            scalars.push(("stability/log_z_mean".into(), f.log_z_mean as f64));
+            series.push((d::LOG_Z_MAX, f.log_z_max as f64));
+        }
+        let update = update_stats(&before, &named_values::<B, _>(&self.model, None));
+        for (g, r) in &update.ratio {
+            scalars.push((format!("stability/update_ratio/{g}"), *r));
+        }
+        if let Some(m) = update.ratio.values().copied().reduce(f64::max) {
+            series.push((d::UPDATE_RATIO_MAX, m));
+        }
+        series.push((d::STAGNATION, update.stagnation));
+        if let Some(r) = noise {
+            series.push((d::GRAD_NOISE_RATIO, r));
+        }
+        if let Some((u, sat)) = cast_extremes(telemetry) {
+            series.push((d::UNDERFLOW_MAX, u));
+            series.push((d::SATURATION_MAX, sat));
+        }
+        for (name, v) in &series {
+            scalars.push((format!("stability/{name}"), *v));
+            let s = self.state.diagnostics.entry(name.to_string()).or_default();
+            s.push((step, *v));
+        }
+        let tb = &mut self.tb;
+        let write = (|| {
+            for (tag, v) in &scalars {
+                tb.add_scalar(tag, *v as f32, step as i64)?;
+            }
+            tb.flush()
+        })();
+        write.with_context(|| self.tb_context())
+    }
+
+    /// Every `grad_noise_every` steps, the gradient's quantization noise
+    /// ([`crate::diagnostics::noise_ratio`]): `grads` (the step's, before clipping) against the
+    /// same batch's gradient with every cast off.
+    pub fn gradient_noise(
+        &mut self,
+        step: u64,
+        grads: &GradientsParams,
+    ) -> anyhow::Result<Option<f64>> {
+        let every = self.cfg.grad_noise_every;
+        if every == 0 || !step.is_multiple_of(every) {
+            return Ok(None);
+        }
+        let exact = {
+            let plain = PrecisionContext::new(fp8_core::recipe::from_ron_str(
+                "(kind: \"fp32\")",
+                "the unquantized reference",
+            )?);
+            let _off = activate(plain.shared());
+            let (_, g) = gradients(
+                &self.model,
+                &self.data.train,
+                &self.batcher,
+                &self.cfg,
+                step,
+                &self.device,
+            )?;
+            g
+        };
+        Ok(noise_ratio::<B, _>(&self.model, grads, &exact))
+    }
+
     /// Evaluate every `eval_every` steps and after the last.
     pub fn eval_due(&self) -> bool {
         let (done, every) = (self.state.step, self.cfg.eval_every);
@@ -440,20 +534,45 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
         }
         self.tb.flush().with_context(|| self.tb_context())?;
         self.state.train_seconds = self.seconds_before + self.segment_start.elapsed().as_secs_f64();
-        let summary = summarize(&self.cfg, &self.state, diverged, self.data.entropy_floor);
+        let mut summary = summarize(&self.cfg, &self.state, diverged, self.data.entropy_floor);
         let curves = Curves {
             losses: self.state.losses.clone(),
             val_losses: self.state.val_losses.clone(),
             sharpness: self.state.sharpness.clone(),
+            diagnostics: all_diagnostics(&self.state),
         };
         write_atomic(
             &self.run_dir.join(Curves::FILE),
             &serde_json::to_vec(&curves)?,
         )?;
+        summary.diagnostics = curves
+            .diagnostics
+            .iter()
+            .filter_map(|(name, pts)| {
+                let dir = fp8_stats::diagnostics::find(name)?.threshold.direction;
+                Some((name.clone(), fp8_stats::diagnostics::worst(pts, dir)?))
+            })
+            .collect();
         write_json(&self.run_dir.join("summary.json"), &summary)?;
         self.observer.finished(&summary);
         Ok(summary)
     }
+}
+
+/// The recorded diagnostics' series plus the sharpness growth `φ/φ₀` (relative to the first
+/// finite, non-zero sharpness), which only the whole sharpness curve gives.
+fn all_diagnostics(st: &LoopState) -> BTreeMap<String, Vec<(u64, f64)>> {
+    let mut all = st.diagnostics.clone();
+    let first = st
+        .sharpness
+        .iter()
+        .map(|p| p.1)
+        .find(|v| v.is_finite() && *v != 0.0);
+    if let Some(f0) = first {
+        let growth = st.sharpness.iter().map(|&(s, v)| (s, v / f0)).collect();
+        all.insert(fp8_stats::diagnostics::SHARPNESS_GROWTH.into(), growth);
+    }
+    all
 }
 
 fn summarize(
@@ -490,6 +609,7 @@ fn summarize(
             .map(|p| p.1)
             .filter(|s| s.is_finite())
             .reduce(f64::max),
+        diagnostics: BTreeMap::new(),
         tokens_per_s: if st.train_seconds > 0.0 {
             st.tokens as f64 / st.train_seconds
         } else {

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::Batcher;
-use fp8_models::Model;
+use fp8_models::{Diagnostics, Model};
 use std::sync::Mutex;
 
 /// Forward and backward over step `step`'s `cfg.grad_accum` micro-batches of `train` (under the
@@ -20,20 +20,43 @@ pub fn gradients<B: FusedAutodiffBackend>(
     step: u64,
     device: &B::Device,
 ) -> anyhow::Result<(f64, GradientsParams)> {
+    let (loss, grads, _) = gradients_watched(model, train, batcher, cfg, step, device, false)?;
+    Ok((loss, grads))
+}
+
+/// [`gradients`], and with `watch` the forward pass's stability diagnostics of the first
+/// micro-batch (the same loss, bit for bit: the probe only reads activations).
+pub fn gradients_watched<B: FusedAutodiffBackend>(
+    model: &Model<B>,
+    train: &[u32],
+    batcher: &Batcher,
+    cfg: &TrainConfig,
+    step: u64,
+    device: &B::Device,
+    watch: bool,
+) -> anyhow::Result<(f64, GradientsParams, Option<Diagnostics>)> {
     let mut accumulator = GradientsAccumulator::<Model<B>>::new();
     let mut loss_value = 0.0;
+    let mut diagnostics = None;
     for micro in 0..cfg.grad_accum {
         let (inputs, targets) = batcher.batch(train, cfg.batch, cfg.seq, step, micro as u64)?;
-        let loss = model.loss(
+        let (inputs, targets) = (
             int_tensor(&inputs, cfg, device),
             int_tensor(&targets, cfg, device),
         );
+        let loss = if watch && micro == 0 {
+            let (loss, d) = model.loss_with_diagnostics(inputs, targets);
+            diagnostics = Some(d);
+            loss
+        } else {
+            model.loss(inputs, targets)
+        };
         let loss = loss.div_scalar(cfg.grad_accum as f64);
         loss_value += loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), model);
         accumulator.accumulate(model, grads);
     }
-    Ok((loss_value, accumulator.grads()))
+    Ok((loss_value, accumulator.grads(), diagnostics))
 }
 
 /// One whole optimizer step as the loop above takes it, minus logging and the divergence check:

@@ -20,6 +20,7 @@
 
 use crate::config::TrainConfig;
 use crate::identity::RunIdentity;
+use crate::ladder::Ladder;
 use crate::observer::Silent;
 use crate::setup::resolve;
 use anyhow::{bail, Context};
@@ -31,11 +32,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A sweep file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepFile {
     /// Recipe files. The first is the baseline for loss gaps unless `baseline` names another.
     pub recipes: Vec<PathBuf>,
+    /// Recipe templates expanded over lists of formats (see [`crate::ladder`]); their rungs
+    /// follow `recipes`, written as recipe files under `OUT/recipes/`.
+    #[serde(default)]
+    pub ladders: Vec<Ladder>,
     pub learning_rates: Vec<f64>,
     pub seeds: Vec<u64>,
     pub steps: u64,
@@ -58,9 +63,13 @@ impl SweepFile {
     /// the working directory, like `fp8 train --recipe`.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let s: SweepFile = crate::config::read_ron(path, "sweep file")?;
-        if s.recipes.is_empty() || s.learning_rates.is_empty() || s.seeds.is_empty() {
+        if (s.recipes.is_empty() && s.ladders.is_empty())
+            || s.learning_rates.is_empty()
+            || s.seeds.is_empty()
+        {
             bail!(
-                "{}: `recipes`, `learning_rates` and `seeds` must each name at least one value",
+                "{}: `recipes` (or `ladders`), `learning_rates` and `seeds` must each name at \
+                 least one value",
                 path.display()
             );
         }
@@ -76,11 +85,21 @@ impl SweepFile {
         }
     }
 
+    /// Every recipe file of the sweep: `recipes`, then the ladders' rungs (written under
+    /// `out/recipes/`).
+    pub fn recipe_files(&self, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let mut files = self.recipes.clone();
+        for l in &self.ladders {
+            files.extend(l.write(&out.join("recipes"))?);
+        }
+        Ok(files)
+    }
+
     /// The recipes' names in results: file stems, or, for different files that share a stem,
     /// the shortest tail of their paths (without the extension) that tells them apart.
-    fn labels(&self) -> anyhow::Result<Vec<String>> {
+    fn labels(recipes: &[PathBuf]) -> anyhow::Result<Vec<String>> {
         let mut texts = Vec::new();
-        for r in &self.recipes {
+        for r in recipes {
             texts.push(
                 std::fs::read_to_string(r)
                     .with_context(|| format!("cannot read recipe file {}", r.display()))?,
@@ -96,9 +115,9 @@ impl SweepFile {
             parts[parts.len().saturating_sub(n)..].join("/")
         };
         let mut labels = Vec::new();
-        for (i, r) in self.recipes.iter().enumerate() {
-            let clash: Vec<usize> = (0..self.recipes.len())
-                .filter(|&j| stem(&self.recipes[j]) == stem(r) && texts[j] != texts[i])
+        for (i, r) in recipes.iter().enumerate() {
+            let clash: Vec<usize> = (0..recipes.len())
+                .filter(|&j| stem(&recipes[j]) == stem(r) && texts[j] != texts[i])
                 .collect();
             if clash.is_empty() {
                 labels.push(stem(r));
@@ -106,11 +125,7 @@ impl SweepFile {
             }
             let depth = r.components().count();
             let n = (2..=depth)
-                .find(|&n| {
-                    clash
-                        .iter()
-                        .all(|&j| tail(&self.recipes[j], n) != tail(r, n))
-                })
+                .find(|&n| clash.iter().all(|&j| tail(&recipes[j], n) != tail(r, n)))
                 .unwrap_or(depth);
             labels.push(tail(r, n));
         }
@@ -129,7 +144,8 @@ impl SweepFile {
         };
         let models = or_default(&self.models, &base.model);
         let datas = or_default(&self.data, &base.data);
-        let labels = self.labels()?;
+        let recipes = self.recipe_files(out)?;
+        let labels = Self::labels(&recipes)?;
         let baseline = self.baseline.clone().unwrap_or_else(|| labels[0].clone());
         if !labels.contains(&baseline) {
             bail!(
@@ -145,7 +161,7 @@ impl SweepFile {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for model in &models {
             for data in &datas {
-                for (recipe, label) in self.recipes.iter().zip(&labels) {
+                for (recipe, label) in recipes.iter().zip(&labels) {
                     for &lr in &self.learning_rates {
                         for &seed in &self.seeds {
                             let mut c = base.clone();
@@ -597,6 +613,7 @@ mod tests {
                 seq: 16,
                 ..TrainConfig::default()
             }),
+            ..SweepFile::default()
         }
     }
 
@@ -671,6 +688,30 @@ mod tests {
         let a = dirs(&sweep().grid(Path::new("out")).unwrap());
         let b = dirs(&longer.grid(Path::new("out")).unwrap());
         assert!(a.iter().all(|d| !b.contains(d)));
+    }
+
+    #[test]
+    fn ladders_expand_into_recipes_after_the_listed_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ladder = SweepFile {
+            ladders: vec![Ladder {
+                template: "../../recipes/bit_reduction_e8m3.ron".into(),
+                formats: vec!["e8m5".into(), "e5m7".into()],
+            }],
+            learning_rates: vec![1e-3],
+            seeds: vec![0],
+            ..sweep()
+        };
+        let grid = ladder.grid(tmp.path()).unwrap();
+        let names: Vec<String> = grid.points.iter().map(|p| p.config.recipe_name()).collect();
+        assert_eq!(
+            names,
+            ["fp32", "bf16", "bit_reduction_e8m5", "bit_reduction_e5m7"]
+        );
+        let rung = std::fs::read_to_string(tmp.path().join("recipes/bit_reduction_e5m7.ron"));
+        assert!(rung.unwrap().contains("format: \"e5m7\""));
+        // A rung is a recipe like any other: its identity is its content.
+        assert_ne!(grid.points[2].id, grid.points[3].id);
     }
 
     #[test]

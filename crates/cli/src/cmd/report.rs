@@ -5,7 +5,9 @@
 //! in the divergence table; it only has no loss or sharpness curve (a warning says which).
 
 use anyhow::Context;
-use fp8_stats::report::{write_report_with, Curve, CurveKind, ReportOptions};
+use fp8_stats::report::{
+    write_report_with_diagnostics, Curve, CurveKind, ReportOptions, RunDiagnosticSeries,
+};
 use fp8_stats::results::{read_results, RunResult};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for w in &read.warnings {
         eprintln!("warning: {w}");
     }
-    let curves = load_curves(&args.dir, &read.results);
+    let (curves, diagnostics) = load_curves(&args.dir, &read.results);
     let mut opts = ReportOptions {
         baseline: args.baseline,
         curve_lr: args.curve_lr,
@@ -51,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         opts.title = t;
     }
     let out = args.out.unwrap_or(args.dir);
-    write_report_with(&out, &read.results, &curves, &opts)
+    write_report_with_diagnostics(&out, &read.results, &curves, &diagnostics, &opts)
         .with_context(|| format!("writing the report into {}", out.display()))?;
     eprintln!(
         "report: {} runs, {} curves; wrote {}",
@@ -62,9 +64,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The loss and sharpness curves of every result whose `curves.json` is readable.
-pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
+/// The loss and sharpness curves, and the stability diagnostics, of every result whose
+/// `curves.json` is readable.
+pub fn load_curves(dir: &Path, results: &[RunResult]) -> (Vec<Curve>, Vec<RunDiagnosticSeries>) {
     let mut curves = Vec::new();
+    let mut diagnostics = Vec::new();
     for r in results {
         let c = match fp8_stats::results::Curves::read(&dir.join(&r.run_dir)) {
             Ok(c) => c,
@@ -73,6 +77,14 @@ pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
                 continue;
             }
         };
+        if !c.diagnostics.is_empty() {
+            diagnostics.push(RunDiagnosticSeries {
+                recipe: r.recipe.clone(),
+                lr: r.lr,
+                seed: r.seed,
+                series: c.diagnostics,
+            });
+        }
         for (kind, points) in [
             (CurveKind::Loss, c.losses),
             (CurveKind::Sharpness, c.sharpness),
@@ -88,7 +100,7 @@ pub fn load_curves(dir: &Path, results: &[RunResult]) -> Vec<Curve> {
             }
         }
     }
-    curves
+    (curves, diagnostics)
 }
 
 #[cfg(test)]
@@ -125,7 +137,7 @@ mod tests {
             run_dir: "runs/missing".into(),
             ..r.clone()
         };
-        let c = load_curves(dir.path(), &[r, missing]);
+        let (c, _) = load_curves(dir.path(), &[r, missing]);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].kind, CurveKind::Loss);
         assert_eq!(c[0].points[0], (0, 5.0));

@@ -72,6 +72,10 @@ pub struct Args {
     /// Log weight and gradient histograms every N steps (0 = never).
     #[arg(long)]
     pub histogram_every: Option<u64>,
+    /// Measure the gradient's quantization noise every N steps (0 = never; one extra
+    /// unquantized forward+backward each), logged as `stability/grad_noise_ratio`.
+    #[arg(long)]
+    pub grad_noise_every: Option<u64>,
     /// Validation batches per evaluation.
     #[arg(long)]
     pub eval_batches: Option<usize>,
@@ -133,6 +137,7 @@ impl Args {
         );
         set!(
             histogram_every,
+            grad_noise_every,
             eval_batches,
             sharpness_eps,
             divergence_threshold
