@@ -70,7 +70,7 @@ pub struct TrainConfig {
     /// Sweeps set it when two different recipe files share a stem.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipe_label: Option<String>,
-    /// Device: `cpu` (or `cuda:N` with the `cuda` feature).
+    /// Device: `cpu`, `cuda:N` (feature `cuda`) or `wgpu[:N]` (feature `wgpu`).
     pub device: String,
     /// AdamW β₁, β₂, ε.
     pub beta1: f64,

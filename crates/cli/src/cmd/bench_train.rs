@@ -55,7 +55,7 @@ pub struct TrainArgs {
     /// Data, as for `fp8 train --data`.
     #[arg(long, default_value = "synthetic")]
     pub data: String,
-    /// Device: cpu, or cuda:N when built with the `cuda` feature.
+    /// Device: cpu, cuda:N (built with `--features cuda`) or wgpu[:N] (`--features wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

@@ -49,7 +49,7 @@ pub struct Args {
     /// FILE.targets.npy (float32 [n], integer ids).
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
-    /// Device: cpu (this command does not run on CUDA yet).
+    /// Device: cpu, cuda:N (built with `--features cuda`) or wgpu[:N] (`--features wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

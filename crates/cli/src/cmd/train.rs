@@ -94,7 +94,7 @@ pub struct Args {
     /// or empty.
     #[arg(long)]
     pub resume: bool,
-    /// Device: cpu, or cuda:N when built with the `cuda` feature.
+    /// Device: cpu, cuda:N (built with `--features cuda`) or wgpu[:N] (`--features wgpu`).
     #[arg(long)]
     pub device: Option<String>,
     /// burn's compute element type: f32, or bf16 (CUDA only; real bf16 compute, unlike the
