@@ -73,7 +73,7 @@ pub const DIAGNOSTICS: [Diagnostic; 8] = [
     },
     Diagnostic {
         name: UPDATE_RATIO_MAX,
-        what: "largest update-to-weight RMS ratio of a parameter group",
+        what: "largest update-to-weight RMS ratio of a group of weight matrices",
         threshold: above(0.1),
         why: "an Adam step moves a group by about the learning rate relative to its size; one \
               step changing a group by 10 % of its RMS is a jump, not a descent",

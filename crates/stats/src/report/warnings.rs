@@ -7,9 +7,10 @@
 //! lead, yet they are no healthy control either; they are left out of both rates.
 //!
 //! The plot has one panel per diagnostic: up to [`MAX_FAILED`] diverged runs (thin red lines,
-//! each ending at its divergence step) next to one healthy run (the baseline recipe at the same
-//! learning rate and seed as the first of them when it converged, else the first converged
-//! run), with the threshold dashed. The y axis of the ratio-like diagnostics is logarithmic.
+//! each ending at its divergence step) next to one healthy run (the first diverged run's recipe
+//! and seed at the largest learning rate where it converged, else the baseline at the same rate
+//! and seed, else the first converged run), with the threshold dashed. The y axis of the
+//! ratio-like diagnostics is logarithmic.
 
 use super::{layout, Area, PlotResult, FONT};
 use crate::diagnostics::{Diagnostic, DIAGNOSTICS};
@@ -71,7 +72,12 @@ fn threshold_text(d: &Diagnostic) -> String {
         Direction::Above => ">",
         Direction::Below => "<",
     };
-    format!("{op} {}", d.threshold.value)
+    let v = d.threshold.value;
+    if (v - 3f64.sqrt()).abs() < 1e-12 {
+        format!("{op} √3 ≈ 1.732")
+    } else {
+        format!("{op} {v}")
+    }
 }
 
 /// Writes the "Early warning" section, and the plot when there are diagnostics.
@@ -173,17 +179,25 @@ pub(super) fn write_section(
         }
     }
 
+    // The healthy run to compare with: the first diverged run's recipe and seed at the largest
+    // rate where it converged (the same casts, so every diagnostic has a line), else the
+    // baseline at the same rate and seed, else the first converged run.
+    let converged = |h: &&Run| h.1.is_none();
     let healthy = failed
         .first()
         .and_then(|(r, _, _)| {
-            runs.iter().find(|(h, f, _)| {
-                f.is_none()
-                    && Some(h.recipe.as_str()) == baseline
-                    && h.lr == r.lr
-                    && h.seed == r.seed
+            let same_recipe = runs
+                .iter()
+                .filter(converged)
+                .filter(|(h, _, _)| h.recipe == r.recipe && h.seed == r.seed)
+                .max_by(|a, b| a.0.lr.total_cmp(&b.0.lr));
+            same_recipe.or_else(|| {
+                runs.iter().filter(converged).find(|(h, _, _)| {
+                    Some(h.recipe.as_str()) == baseline && h.lr == r.lr && h.seed == r.seed
+                })
             })
         })
-        .or_else(|| runs.iter().find(|(_, f, _)| f.is_none()));
+        .or_else(|| runs.iter().find(converged));
     let shown: Vec<_> = failed.iter().take(MAX_FAILED).map(|r| **r).collect();
     if shown.is_empty() && healthy.is_none() {
         return Ok(());
@@ -263,6 +277,7 @@ fn panel(
         let (lo, hi) = (lo.max(1e-12) / 2.0, hi * 2.0);
         let mut c = chart.build_cartesian_2d(0f64..x_hi, (lo..hi).log_scale())?;
         c.configure_mesh()
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_labels(4)
             .y_labels(5)
             .label_style((FONT, 11))
@@ -287,6 +302,7 @@ fn panel(
         let pad = 0.05 * (hi - lo).max(1e-9);
         let mut c = chart.build_cartesian_2d(0f64..x_hi, (lo - pad)..(hi + pad))?;
         c.configure_mesh()
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_labels(4)
             .y_labels(5)
             .label_style((FONT, 11))
