@@ -6,8 +6,8 @@
 # For each thread count, alternates `fp8 bench train --recipe recipes/fp32.ron --baseline-recipe
 # none` with `scripts/torch_baseline.py --attention manual` (the same model, step and batch,
 # attention as explicit matmuls as fp8's model writes it) N times, and prints each pair, the
-# ratio fp8 ÷ PyTorch and fp8's CPU utilisation (CPU time ÷ wall time of the whole process,
-# model set-up included, so a little under the figure during steps), then the medians.
+# ratio fp8 ÷ PyTorch and fp8's CPU utilisation (process CPU time ÷ wall time over the timed
+# steps, as `fp8 bench train` reports it), then the medians.
 #
 # PyTorch is installed from PyPI into a scratch venv on first use (default /tmp/fp8-torch-venv;
 # the default wheel may pull CUDA packages: large, but only a download). fp8 is built with
@@ -55,19 +55,6 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 py="$venv/bin/python"
 
-# Run a command; print its stdout, then a line "@@CPU <user + system seconds> WALL <seconds>".
-timed() {
-    "$py" - "$@" <<'EOF'
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, check=True)
-wall = time.perf_counter() - t0
-r = resource.getrusage(resource.RUSAGE_CHILDREN)
-sys.stdout.write(p.stdout.decode())
-sys.stdout.write(f"\n@@CPU {r.ru_utime + r.ru_stime:.3f} WALL {wall:.3f}\n")
-EOF
-}
-
 echo "# fp8 vs PyTorch, gpt2-mini fp32, batch 16, seq 128, $steps steps after $warmup warm-up, $runs alternating runs"
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; $(lscpu | grep -o 'avx512f' | head -1 || true)"
@@ -79,10 +66,10 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else pr
 for t in $threads; do
     ratios=(); fp8s=(); torchs=(); utils=()
     for ((i = 1; i <= runs; i++)); do
-        out=$(RAYON_NUM_THREADS=$t timed "$fp8" bench train --model gpt2-mini --recipe recipes/fp32.ron \
+        out=$(RAYON_NUM_THREADS=$t "$fp8" bench train --model gpt2-mini --recipe recipes/fp32.ron \
             --baseline-recipe none --steps "$steps" --warmup-steps "$warmup" --threads "$t")
-        f=$(echo "$out" | "$py" -c 'import json,sys; s=sys.stdin.read(); print(json.loads(s[:s.rindex("@@CPU")])["tokens_per_s"])')
-        u=$(echo "$out" | awk '/^@@CPU/ {printf "%.2f", $2 / $4}')
+        f=$(echo "$out" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_s"])')
+        u=$(echo "$out" | "$py" -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["cpu_utilisation"])')
         out=$(OMP_NUM_THREADS=$t "$py" scripts/torch_baseline.py --threads "$t" --steps "$steps" \
             --warmup "$warmup" --attention manual)
         p=$(echo "$out" | "$py" -c 'import json,sys; print(json.loads(sys.stdin.readline())["tokens_per_s"])')

@@ -19,6 +19,10 @@
 //! calls `B`'s fused backward; the [`Precision`](crate::Precision) decorator forwards to its
 //! inner backend (these are not GEMMs: recipes do not apply to them).
 //!
+//! One op is the optimizer's: [`FusedOps::fused_adamw`], a whole AdamW update of one parameter
+//! tensor (the [`adamw`] optimizer calls it), one pass on Flex where burn's `AdamW` makes about
+//! a dozen.
+//!
 //! Models use the tensor-level helpers [`softmax`], [`gelu_tanh`], [`norm`] and
 //! [`cross_entropy`]. One more op is about layout, not math: [`contiguous`] copies a strided view
 //! (attention heads) to contiguous memory forward and does the same for its gradient backward,
@@ -31,6 +35,7 @@
 //! `mean` is zeros). Cross-entropy takes `logits [n, v]` and `targets [n]` and returns the mean
 //! loss `[1]` and the per-row log-sum-exp `[n]`.
 
+pub mod adamw;
 mod autodiff;
 pub mod defaults;
 pub(crate) mod flex;
@@ -45,9 +50,13 @@ use burn::tensor::{Int, Tensor, TensorPrimitive};
 use burn_backend::backend::AutodiffBackend;
 use burn_backend::tensor::{FloatTensor, IntTensor};
 use burn_backend::Backend;
+pub use fp8_kernels::adamw::AdamWStep;
 
 /// [`FusedOps::fused_norm`]'s output: `(y, mean, rstd)`.
 pub type NormOutput<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// [`FusedOps::fused_adamw`]'s output: `(param, moment_1, moment_2)`.
+pub type AdamWOutput<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
 /// [`FusedOps::fused_norm_backward`]'s output: `(dx, dweight, dbias)`.
 pub type NormGrads<B> = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
@@ -129,6 +138,18 @@ pub trait FusedOps: Backend {
         dloss: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         defaults::cross_entropy_backward::<Self>(logits, targets, lse, dloss)
+    }
+
+    /// One AdamW update of `param` with gradient `grad` (same shape): `moments` are the first
+    /// and second moments after the previous step, `None` on the first step (`step.first`).
+    /// Returns the new parameter and moments, computed as burn 0.21's `AdamW` computes them.
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+        step: &AdamWStep,
+    ) -> AdamWOutput<Self> {
+        defaults::adamw::<Self>(param, grad, moments, step)
     }
 }
 
@@ -216,6 +237,15 @@ impl<B: FusedOps + QuantizeBackend> FusedOps for Precision<B> {
         dloss: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         B::fused_cross_entropy_backward(logits, targets, lse, dloss)
+    }
+
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+        step: &AdamWStep,
+    ) -> AdamWOutput<Self> {
+        B::fused_adamw(param, grad, moments, step)
     }
 }
 

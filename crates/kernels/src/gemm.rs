@@ -11,13 +11,17 @@
 //!
 //! # Same bits for any thread count
 //!
-//! The tiles are a function of the shapes alone, never of the thread count, and each tile is one
-//! single-threaded `gemm` call over whole rows of the reduction: an output element's value
-//! depends only on `k` and on how `gemm` blocks the reduction, which is chosen from `k` and the
-//! cache sizes (gemm-common 0.19, `gemm_basic_generic` / `kernel_params`), not from the tile's
-//! extent. So results are the same for 1 or 16 threads, and equal to one `gemm` call over the
-//! whole product (tests check both). Tiles are at least [`MIN_EDGE`] rows or columns, so a tile
-//! never drops into `gemm`'s small-matrix path when the whole product would not.
+//! Each tile is one single-threaded `gemm` call over whole rows of the reduction: an output
+//! element's value depends only on `k` and on how `gemm` blocks the reduction, which is chosen
+//! from `k` and the cache sizes (gemm-common 0.19, `gemm_basic_generic` / `kernel_params`), not
+//! from the tile's extent. So results are the same however a product is cut, for 1 or 16 threads,
+//! and equal to one `gemm` call over the whole product (tests check both). Tiles are at least
+//! [`MIN_EDGE`] rows or columns, so a tile never drops into `gemm`'s small-matrix path when the
+//! whole product would not.
+//!
+//! How many tiles: enough for the team to share ([`PIECES_PER_THREAD`] per thread at most), no
+//! more. One thread runs each matrix of a product as one call: every extra tile is another call
+//! (its set-up, its packing buffers) and packs its share of the operands again.
 //!
 //! Outputs are written in full by `gemm` (`read_dst = false`: `gemm` never reads the destination
 //! then), so they need no zero-fill; the bias, if any, is added to each tile right after its
@@ -30,6 +34,9 @@ use std::mem::MaybeUninit;
 const TILE_WORK: usize = 4 << 20;
 /// At most this many tiles per matrix.
 const MAX_PIECES: usize = 64;
+/// At most this many tiles per matrix per thread of the team: enough for the dynamic hand-out
+/// of [`par::for_each`] to even out tiles that run at different speeds.
+const PIECES_PER_THREAD: usize = 4;
 /// Smallest number of rows (or columns) a product is cut into.
 pub const MIN_EDGE: usize = 128;
 /// Row and column tile extents are multiples of these (whole micro-kernel panels for f32 on
@@ -140,10 +147,18 @@ struct Cut {
 }
 
 impl Cut {
-    fn of(m: usize, n: usize, k: usize) -> Cut {
+    /// The cut of an `m × n` (reduction `k`) matrix for a team of `width` threads.
+    fn of(m: usize, n: usize, k: usize, width: usize) -> Cut {
         let whole = Cut { rows: m, cols: n };
+        if width <= 1 {
+            return whole;
+        }
         let work = m.saturating_mul(n).saturating_mul(k);
-        let pieces = work.div_ceil(TILE_WORK).next_power_of_two().min(MAX_PIECES);
+        let pieces = work
+            .div_ceil(TILE_WORK)
+            .next_power_of_two()
+            .min(MAX_PIECES)
+            .min(PIECES_PER_THREAD * width);
         if pieces <= 1 {
             return whole;
         }
@@ -250,7 +265,11 @@ pub fn run(
         .iter_mut()
         .map(|o| OutPtr(o.as_mut_ptr().cast()))
         .collect();
-    let cuts: Vec<Cut> = products.iter().map(|p| Cut::of(p.m, p.n, p.k)).collect();
+    let width = par::threads();
+    let cuts: Vec<Cut> = products
+        .iter()
+        .map(|p| Cut::of(p.m, p.n, p.k, width))
+        .collect();
     // Task ranges: product i owns tasks starts[i]..starts[i + 1].
     let mut starts = Vec::with_capacity(products.len() + 1);
     let mut total = 0;

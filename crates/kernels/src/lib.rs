@@ -4,7 +4,8 @@
 //! Why a crate of its own: on CPU these ops were a large share of step time, mostly scalar libm
 //! `expf` and one memory pass per elementwise op. Here each row is done in as few passes as
 //! possible over cache-resident data, with a vectorised `exp` (`simd.rs`), and rows are spread over
-//! the threads of [`par`] when there is enough work. [`gemm`] has the step's matrix products.
+//! the threads of [`par`] when there is enough work. [`gemm`] has the step's matrix products,
+//! [`adamw`] the optimizer's update in one pass.
 //!
 //! Why this crate runs its own parallel loops rather than rayon's: see [`par`].
 //!
@@ -14,6 +15,7 @@
 //!
 //! `rows = x.len() / cols` everywhere; all slices contiguous row-major; outputs fully overwritten.
 
+pub mod adamw;
 pub mod gemm;
 pub mod par;
 mod rows;

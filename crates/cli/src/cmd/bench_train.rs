@@ -10,11 +10,17 @@
 //! training, the casts gather precision telemetry only on the steps training would log
 //! ([`logs_at`](fp8_train::logs_at), every `log_every` = 10 steps by default) and
 //! otherwise only what the recipe needs.
+//!
+//! CPU utilisation is the process's CPU time (all threads) over the wall time of the timed steps
+//! only, so model set-up and warm-up do not dilute it. The team's helper threads poll for the next
+//! parallel loop for a moment before they sleep (`fp8_kernels::par::SPIN`), and that polling
+//! counts as busy here, as an OpenMP runtime's does for PyTorch.
 
 use anyhow::Context;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use fp8_core::context::activate;
+use fp8_core::fused::adamw::AdamWConfig;
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
@@ -67,6 +73,8 @@ struct Runner<B: AutodiffBackend, O> {
     optim: O,
     ctx: Arc<Mutex<PrecisionContext>>,
     times: Vec<f64>,
+    /// Process CPU seconds spent during the timed steps.
+    cpu_seconds: f64,
 }
 
 impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Runner<B, O> {
@@ -78,12 +86,13 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Runner<B, O> {
         batcher: &Batcher,
         cfg: &TrainConfig,
         device: &B::Device,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<(f64, f64)> {
         let _active = activate(self.ctx.clone());
         let model = self
             .model
             .take()
             .expect("the model is put back after each step");
+        let cpu_start = process_cpu_seconds();
         let start = Instant::now();
         let (model, loss, _) = optimizer_step(
             model,
@@ -99,17 +108,34 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Runner<B, O> {
         // synchronous; `sync` makes it so on any backend).
         B::sync(device).context("synchronizing the device")?;
         let seconds = start.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds() - cpu_start;
         self.model = Some(model);
         anyhow::ensure!(
             loss.is_finite(),
             "recipe {}: non-finite loss at step {step}",
             self.name
         );
-        Ok(seconds)
+        Ok((seconds, cpu))
     }
 }
 
-fn summary(times: &[f64], tokens_per_step: f64) -> serde_json::Value {
+/// CPU time used so far by all threads of this process, in seconds (`CLOCK_PROCESS_CPUTIME_ID`,
+/// nanosecond resolution; `/proc`'s tick counts are too coarse for 100 ms steps).
+fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; the clock id is a constant the OS defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Throughput and step-time statistics of the timed steps, with the CPU utilisation over them.
+fn summary(times: &[f64], cpu_seconds: f64, tokens_per_step: f64) -> serde_json::Value {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
@@ -126,6 +152,7 @@ fn summary(times: &[f64], tokens_per_step: f64) -> serde_json::Value {
         "median_step_s": median,
         "min_step_s": sorted[0],
         "max_step_s": sorted[n - 1],
+        "cpu_utilisation": cpu_seconds / times.iter().sum::<f64>(),
     })
 }
 
@@ -211,21 +238,23 @@ fn bench<B: FusedAutodiffBackend>(
                 .init::<B, Model<B>>(),
             ctx: PrecisionContext::for_sites(recipe, &model_cfg.sites())?.shared(),
             times: Vec::new(),
+            cpu_seconds: 0.0,
         });
     }
 
     // Alternate the recipes step by step so that load from elsewhere hits both alike.
     for step in 0..cfg.steps {
         for r in &mut runners {
-            let seconds = r.step(step, &data.train, &batcher, &cfg, device)?;
+            let (seconds, cpu) = r.step(step, &data.train, &batcher, &cfg, device)?;
             if step >= a.warmup_steps {
                 r.times.push(seconds);
+                r.cpu_seconds += cpu;
             }
         }
     }
 
     let tokens_per_step = (cfg.batch * cfg.seq * cfg.grad_accum) as f64;
-    let measured = summary(&runners[0].times, tokens_per_step);
+    let measured = summary(&runners[0].times, runners[0].cpu_seconds, tokens_per_step);
     let mut out = serde_json::json!({
         "bench": "train",
         "backend": B::name(device),
@@ -240,10 +269,11 @@ fn bench<B: FusedAutodiffBackend>(
         "tokens_per_s": measured["tokens_per_s"],
         "mean_step_s": measured["mean_step_s"],
         "median_step_s": measured["median_step_s"],
+        "cpu_utilisation": measured["cpu_utilisation"],
         "measured": measured,
     });
     if let Some(base) = runners.get(1) {
-        let baseline = summary(&base.times, tokens_per_step);
+        let baseline = summary(&base.times, base.cpu_seconds, tokens_per_step);
         let ratio = |key: &str| {
             out["measured"][key].as_f64().unwrap_or(f64::NAN)
                 / baseline[key].as_f64().unwrap_or(f64::NAN)
@@ -256,7 +286,8 @@ fn bench<B: FusedAutodiffBackend>(
     }
     out["note"] = "step = forward + backward + recipe end of step + clip + AdamW; \
         times after warm-up; the recipes step alternately in one process; \
-        ratio = median step time (recipe) / median step time (baseline)"
+        ratio = median step time (recipe) / median step time (baseline); \
+        cpu_utilisation = process CPU time / wall time, over the timed steps"
         .into();
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@
 //! gradients. Rows are the last dimension; inputs are viewed as `[rows, cols]` and the results
 //! reshaped back.
 
-use super::{float, tensor, NormGrads, NormOutput};
+use super::{float, tensor, AdamWOutput, AdamWStep, NormGrads, NormOutput};
 use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorMetadata};
 use burn_backend::tensor::{FloatTensor, IntTensor};
 use burn_backend::Backend;
@@ -184,4 +184,46 @@ pub fn cross_entropy_backward<B: Backend>(
         .scatter(1, targets, lse.ones_like(), IndexingUpdateOp::Add);
     let scale = tensor::<B, 1>(dloss).reshape([1, 1]) / n as f64;
     float((p - onehot) * scale)
+}
+
+/// burn 0.21's `AdamW::step` op for op (its `AdaptiveMomentumW::transform`, then the decoupled
+/// decay and the step), on the flattened tensors.
+pub fn adamw<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    moments: Option<(FloatTensor<B>, FloatTensor<B>)>,
+    s: &AdamWStep,
+) -> AdamWOutput<B> {
+    let (factor_1, factor_2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
+    let (grad, shape) = flat::<B>(grad);
+    let (param, _) = flat::<B>(param);
+    let (m, v) = match moments {
+        Some((m, v)) => (
+            flat::<B>(m)
+                .0
+                .mul_scalar(s.beta_1)
+                .add(grad.clone().mul_scalar(factor_1)),
+            flat::<B>(v)
+                .0
+                .mul_scalar(s.beta_2)
+                .add(grad.square().mul_scalar(factor_2)),
+        ),
+        None => (
+            grad.clone().mul_scalar(factor_1),
+            grad.square().mul_scalar(factor_2),
+        ),
+    };
+    let m_hat = m.clone().div_scalar(s.correction_1);
+    let v_hat = v.clone().div_scalar(s.correction_2);
+    let delta = m_hat.div(v_hat.sqrt().add_scalar(s.epsilon));
+    let decayed = match s.decay {
+        Some(d) => param.mul_scalar(d),
+        None => param,
+    };
+    let param = decayed - delta.mul_scalar(s.lr);
+    (
+        reshaped(param, shape.clone()),
+        reshaped(m, shape.clone()),
+        reshaped(v, shape),
+    )
 }

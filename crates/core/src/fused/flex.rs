@@ -5,7 +5,7 @@
 //! the kernels write in full. Other dtypes take the composed [`defaults`](super::defaults).
 
 use super::defaults::{self, rows_cols, stat_shape};
-use super::{FusedOps, NormGrads, NormOutput};
+use super::{AdamWOutput, AdamWStep, FusedOps, NormGrads, NormOutput};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorMetadata};
@@ -63,15 +63,43 @@ fn is_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
-/// A zeroed output buffer of `n` elements (the kernels overwrite all of it). `vec![0.0; n]`
-/// allocates zeroed memory (`calloc`), which fresh pages get for free.
-fn buffer(n: usize) -> Vec<f32> {
-    vec![0.0; n]
+/// An output buffer of `n` elements for a kernel to write, left uninitialized.
+///
+/// Why not zeroed: the training binary keeps freed memory in its heap (`mallopt`, see the CLI),
+/// so `calloc` hands back recycled blocks and must clear them, a full memory pass per output
+/// (≈ 1.6 % of a one-thread gpt2-mini step) that the kernel then overwrites.
+///
+/// # Safety
+/// The caller passes the buffer only to `fp8-kernels` functions as an output they overwrite in
+/// full before reading any of it (their contract, checked by their tests) and uses it only after.
+#[allow(clippy::uninit_vec)]
+unsafe fn buffer(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: capacity `n`; f32 has no invalid bit patterns and, by the caller's contract, every
+    // element is written before it is read.
+    unsafe { v.set_len(n) };
+    v
 }
 
 fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
     debug_assert_eq!(v.len(), shape.num_elements());
     FlexTensor::new(Bytes::from_elems(v), Layout::contiguous(shape), DType::F32)
+}
+
+/// `t` as a tensor this op may overwrite: itself when it owns its buffer and its elements are
+/// the buffer's first ones in order, else a contiguous copy.
+fn owned(t: FlexTensor) -> FlexTensor {
+    let n = t.shape().num_elements();
+    if t.is_unique() && t.layout().contiguous_offsets() == Some((0, n)) {
+        return t;
+    }
+    let shape = t.shape();
+    tensor(values(&dense(t)).to_vec(), shape)
+}
+
+/// The first `n` elements of an `f32` tensor's buffer, writable ([`owned`] tensors only).
+fn values_mut(t: &mut FlexTensor, n: usize) -> &mut [f32] {
+    &mut t.storage_mut::<f32>()[..n]
 }
 
 /// Targets as `i64` (Flex's int tensors are `i32` by default).
@@ -105,7 +133,8 @@ impl FusedOps for Flex {
         let x = dense(x);
         let shape = x.shape();
         let (_, cols) = rows_cols(&shape);
-        let mut y = buffer(shape.num_elements());
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut y = unsafe { buffer(shape.num_elements()) };
         fp8_kernels::softmax(values(&x), cols, &mut y);
         tensor(y, shape)
     }
@@ -117,7 +146,8 @@ impl FusedOps for Flex {
         let (y, dy) = (dense(y), dense(dy));
         let shape = y.shape();
         let (_, cols) = rows_cols(&shape);
-        let mut dx = buffer(shape.num_elements());
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut dx = unsafe { buffer(shape.num_elements()) };
         fp8_kernels::softmax_backward(values(&y), values(&dy), cols, &mut dx);
         tensor(dx, shape)
     }
@@ -128,7 +158,8 @@ impl FusedOps for Flex {
         }
         let x = dense(x);
         let shape = x.shape();
-        let mut y = buffer(shape.num_elements());
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut y = unsafe { buffer(shape.num_elements()) };
         fp8_kernels::gelu_tanh(values(&x), &mut y);
         tensor(y, shape)
     }
@@ -139,7 +170,8 @@ impl FusedOps for Flex {
         }
         let (x, dy) = (dense(x), dense(dy));
         let shape = x.shape();
-        let mut dx = buffer(shape.num_elements());
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut dx = unsafe { buffer(shape.num_elements()) };
         fp8_kernels::gelu_tanh_backward(values(&x), values(&dy), &mut dx);
         tensor(dx, shape)
     }
@@ -157,7 +189,12 @@ impl FusedOps for Flex {
         let (x, weight, bias) = (dense(x), dense(weight), bias.map(dense));
         let shape = x.shape();
         let (rows, cols) = rows_cols(&shape);
-        let (mut y, mut mean, mut rstd) = (buffer(rows * cols), buffer(rows), buffer(rows));
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let (mut y, mut mean, mut rstd) = (
+            unsafe { buffer(rows * cols) },
+            unsafe { buffer(rows) },
+            unsafe { buffer(rows) },
+        );
         fp8_kernels::norm(
             values(&x),
             cols,
@@ -193,8 +230,10 @@ impl FusedOps for Flex {
             (dense(x), dense(weight), dense(mean), dense(rstd), dense(dy));
         let shape = x.shape();
         let (rows, cols) = rows_cols(&shape);
-        let (mut dx, mut dweight) = (buffer(rows * cols), buffer(cols));
-        let mut dbias = has_bias.then(|| buffer(cols));
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let (mut dx, mut dweight) = (unsafe { buffer(rows * cols) }, unsafe { buffer(cols) });
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut dbias = has_bias.then(|| unsafe { buffer(cols) });
         fp8_kernels::norm_backward(
             values(&x),
             cols,
@@ -224,7 +263,8 @@ impl FusedOps for Flex {
         let logits = dense(logits);
         let (rows, cols) = rows_cols(&logits.shape());
         let targets = targets_i64(targets);
-        let mut lse = buffer(rows);
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut lse = unsafe { buffer(rows) };
         let sum = fp8_kernels::cross_entropy(values(&logits), cols, &targets, &mut lse);
         let loss = (sum / rows as f64) as f32;
         (
@@ -247,7 +287,8 @@ impl FusedOps for Flex {
         let (rows, cols) = rows_cols(&shape);
         let targets = targets_i64(targets);
         let scale = values(&dloss)[0] / rows as f32;
-        let mut dlogits = buffer(rows * cols);
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut dlogits = unsafe { buffer(rows * cols) };
         fp8_kernels::cross_entropy_backward(
             values(&logits),
             cols,
@@ -257,5 +298,39 @@ impl FusedOps for Flex {
             &mut dlogits,
         );
         tensor(dlogits, shape)
+    }
+
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+        step: &AdamWStep,
+    ) -> AdamWOutput<Self> {
+        let moments_f32 = moments.as_ref().is_none_or(|(m, v)| is_f32(&[m, v]));
+        if !is_f32(&[&param, &grad]) || !moments_f32 {
+            return defaults::adamw::<Self>(param, grad, moments, step);
+        }
+        let shape = param.shape();
+        let n = shape.num_elements();
+        let grad = dense(grad);
+        let mut param = owned(param);
+        let first = moments.is_none();
+        let (mut m, mut v) = match moments {
+            Some((m, v)) => (owned(m), owned(v)),
+            // SAFETY: the kernel call below writes every element of these outputs.
+            None => (
+                tensor(unsafe { buffer(n) }, shape.clone()),
+                tensor(unsafe { buffer(n) }, shape.clone()),
+            ),
+        };
+        let s = AdamWStep { first, ..*step };
+        fp8_kernels::adamw::adamw(
+            &s,
+            values_mut(&mut param, n),
+            values(&grad),
+            values_mut(&mut m, n),
+            values_mut(&mut v, n),
+        );
+        (param, m, v)
     }
 }
