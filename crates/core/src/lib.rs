@@ -16,5 +16,5 @@ pub use context::{Inspections, PrecisionContext, Telemetry};
 pub use fused::{FusedAutodiffBackend, FusedOps};
 pub use gemm::GemmOps;
 pub use precision::{Precision, QuantizeBackend};
-pub use recipe::{Recipe, RecipeError, RecipeKind};
+pub use recipe::{OptimizerPrecision, Recipe, RecipeError, RecipeKind};
 pub use role::Role;

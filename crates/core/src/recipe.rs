@@ -20,10 +20,23 @@
 //! and any binary that links the crate (`use my_recipes as _;`) finds it by name.
 
 use crate::Role;
-use fp8_formats::{Measure, QuantSpec, RandomHadamard, Stats};
-use serde::Deserialize;
+use fp8_formats::{CastSpec, Measure, QuantSpec, RandomHadamard, Stats};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
+
+/// The precision of AdamW's state and of the master weights.
+///
+/// After each AdamW step (computed in f32 from the stored moments), the moments are stored
+/// quantized (`q = cast(m·s)·(1/s)` with the spec's scaling, e.g. one per-tensor scale as in
+/// Fishman et al., arXiv 2409.12517: first moment E4M3, second E5M2) and the updated weights are
+/// rounded to `master` (bf16 with nearest or stochastic rounding). `None` keeps f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerPrecision {
+    pub first_moment: Option<QuantSpec>,
+    pub second_moment: Option<QuantSpec>,
+    pub master: Option<CastSpec>,
+}
 
 /// How one training run quantizes its GEMMs.
 pub trait Recipe: Send {
@@ -67,6 +80,12 @@ pub trait Recipe: Send {
     /// overrides by layer range ("the last 8 blocks") need to know how many blocks there are.
     fn bind_sites(&mut self, _sites: &[String]) -> Result<(), RecipeError> {
         Ok(())
+    }
+
+    /// How the optimizer keeps its state and the master weights (a recipe's `optimizer:`
+    /// section), or `None` for f32 AdamW moments and f32 master weights.
+    fn optimizer(&self) -> Option<OptimizerPrecision> {
+        None
     }
 
     /// The recipe's mutable state, for checkpoints. Stateless recipes return `Null`.

@@ -6,7 +6,8 @@
 //!
 //! Every scheme is "tiles of `tr × tc` elements over the 2-D view, one scale per tile": the
 //! tensor is one tile, a row is `1 × cols`, a column `rows × 1`, MX along the columns `1 × 32`,
-//! and so on. Ragged tail tiles are shorter.
+//! 2-D weight blocks `16 × 16` (NVFP4) or `32 × 32` (MX), and so on. Ragged tail tiles are
+//! shorter (and narrower).
 //!
 //! Conventions (docs/DESIGN.md §4):
 //! - `Tensor(Given(s))`: `q = cast(x·s) · (1/s)`; the inverse is computed once in f32, as
@@ -38,6 +39,26 @@ pub enum BlockAxis {
     Cols,
     /// Blocks run down the rows: K×1 tiles lie within a column.
     Rows,
+    /// 2-D square tiles of K×K elements: one scale covers a tile of the tensor and of its
+    /// transpose alike, so a weight and its transposed copy quantize to the same values
+    /// (TransformerEngine's 2-D weight quantization: NVFP4 16×16, `fp4_2d_quantization` in
+    /// transformer_engine/common/recipe/__init__.py:600-604; MXFP8 32×32,
+    /// `enable_2d_quantization`, same file :364-373, whose kernel takes one amax over the 32×32
+    /// tile before `float_to_e8m0`: common/cast/mxfp8/quantize_mxfp8.cuh:421-444). Ragged edge tiles are partial and take the
+    /// amax of the elements they hold, as TE's zero padding does
+    /// (pytorch/custom_recipes/reference_nvfp4.py:780-812 `_pad_tensor`).
+    Square,
+}
+
+impl BlockAxis {
+    /// The `(rows, cols)` tile of `block`-element blocks along this axis.
+    pub fn tile(self, block: usize) -> (usize, usize) {
+        match self {
+            BlockAxis::Cols => (1, block),
+            BlockAxis::Rows => (block, 1),
+            BlockAxis::Square => (block, block),
+        }
+    }
 }
 
 /// How the shared exponent of an MX block is chosen from the block amax.
@@ -84,14 +105,15 @@ pub enum Scaling {
         cols: usize,
         pow2: bool,
     },
-    /// OCP MX: blocks of `block` along `axis`, E8M0 shared exponent chosen by `rule`.
+    /// OCP MX: blocks of `block` along `axis` (or `block`×`block` tiles), E8M0 shared exponent
+    /// chosen by `rule`.
     Mx {
         block: usize,
         rule: MxRule,
         axis: BlockAxis,
     },
-    /// NVFP4: 16-element blocks (along `axis`) of E2M1 with E4M3 block scales and an FP32
-    /// tensor scale.
+    /// NVFP4: 16-element blocks (along `axis`, or 16×16 tiles) of E2M1 with E4M3 block scales
+    /// and an FP32 tensor scale.
     Nvfp4 {
         axis: BlockAxis,
     },
@@ -140,15 +162,9 @@ impl Scaling {
             }
             Scaling::Mx { block, axis, .. } => {
                 assert!(block > 0, "quantize: MX block size must be positive");
-                match axis {
-                    BlockAxis::Cols => (1, block),
-                    BlockAxis::Rows => (block, 1),
-                }
+                axis.tile(block)
             }
-            Scaling::Nvfp4 { axis } => match axis {
-                BlockAxis::Cols => (1, 16),
-                BlockAxis::Rows => (16, 1),
-            },
+            Scaling::Nvfp4 { axis } => axis.tile(16),
         }
     }
 

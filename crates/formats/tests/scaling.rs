@@ -230,6 +230,177 @@ fn nvfp4_worked_example() {
     );
 }
 
+/// NVFP4 2-D weight blocks on a ragged [20, 24] tensor: 2×2 tiles of 16×16, the right and bottom
+/// ones partial (16×8, 4×16, 4×8), worked by hand. Tensor amax 2688 = 448·6 gives tensor scale 1
+/// and block scale `e4m3(tile_amax / 6)`.
+#[test]
+fn nvfp4_2d_worked_example() {
+    let (rows, cols) = (20, 24);
+    let mut v = vec![0.0f32; rows * cols];
+    let at = |r: usize, c: usize| r * cols + c;
+    // Tile (0, 0): amax 2688 → block scale 448. 1000/448 = 2.23 → 2 → 896 (a 1-D block of
+    // row 15 would have amax 1000, block scale e4m3(166.7) = 160, and give 6·160 = 960).
+    v[at(0, 0)] = 2688.0;
+    v[at(15, 15)] = 1000.0;
+    // Tile (0, 1), 16×8: amax 3 → block scale 0.5: 1.25 → 2.5 → tie → 2 → 1.0; 0.8 → 1.6 → 1.5
+    // → 0.75.
+    v[at(0, 16)] = 3.0;
+    v[at(15, 23)] = 1.25;
+    v[at(7, 20)] = 0.8;
+    // Tile (1, 0), 4×16: amax 1e-30 → block scale 1.7e-31 rounds to 0 in E4M3: all zero.
+    v[at(19, 0)] = 1e-30;
+    v[at(16, 5)] = -1e-31;
+    // Tile (1, 1), 4×8: amax 48 → block scale 8: −48 → −6 → −48; 5 → 0.625 → 0.5 → 4.
+    v[at(16, 16)] = -48.0;
+    v[at(19, 23)] = 5.0;
+    let mut w = v.clone();
+    let s = q(
+        &mut w,
+        &[rows, cols],
+        Format::FLOAT4_E2M1FN,
+        Scaling::Nvfp4 {
+            axis: BlockAxis::Square,
+        },
+    );
+    assert_eq!(s.scale, 1.0);
+    let got = [
+        w[at(0, 0)],
+        w[at(15, 15)],
+        w[at(0, 16)],
+        w[at(15, 23)],
+        w[at(7, 20)],
+        w[at(19, 0)],
+        w[at(16, 5)],
+        w[at(16, 16)],
+        w[at(19, 23)],
+    ];
+    assert_eq!(got, [2688.0, 896.0, 3.0, 1.0, 0.75, 0.0, 0.0, -48.0, 4.0]);
+    // The 1-D contrast named above.
+    let mut one_d = v.clone();
+    q(
+        &mut one_d,
+        &[rows, cols],
+        Format::FLOAT4_E2M1FN,
+        Scaling::Nvfp4 {
+            axis: BlockAxis::Cols,
+        },
+    );
+    assert_eq!(one_d[at(15, 15)], 960.0);
+}
+
+/// MX 2-D blocks (32×32, RCEIL) on a ragged [40, 48] tensor: 2×2 tiles, worked by hand.
+/// RCEIL: `e = ceil(log2(amax / 448))`, elements scaled by `2^−e`.
+#[test]
+fn mx_2d_worked_example() {
+    let (rows, cols) = (40, 48);
+    let mut v = vec![0.0f32; rows * cols];
+    let at = |r: usize, c: usize| r * cols + c;
+    // Tile (0, 0): amax 100 → 0.223 → 2^−2: scale 4. 400 → tie 384/416 → 384 → 96;
+    // 0.01 → 0.04 → 1.25·2^−5 → 0.009765625.
+    v[at(31, 31)] = 100.0;
+    v[at(0, 0)] = 0.01;
+    // Tile (0, 1), 32×16: amax 3 → 0.0067 → 2^−7: scale 128. 3 → 384 exact; 0.1 → 12.8 → 13 →
+    // 0.1015625.
+    v[at(5, 40)] = 3.0;
+    v[at(6, 41)] = 0.1;
+    // Tile (1, 0), 8×32: amax 5 → 0.0112 → 2^−6: scale 64. −5 → −320 exact; 0.3 → 19.2 → 20 →
+    // 0.3125.
+    v[at(39, 0)] = -5.0;
+    v[at(33, 1)] = 0.3;
+    // Tile (1, 1), 8×16: a NaN (ignored by the amax) and amax 2 → 2^−7: scale 128. 2 → 256
+    // exact; 0.05 → 6.4 → 6.5 → 0.05078125.
+    v[at(32, 32)] = f32::NAN;
+    v[at(35, 35)] = 2.0;
+    v[at(39, 47)] = 0.05;
+    let s = q(
+        &mut v,
+        &[rows, cols],
+        Format::FLOAT8_E4M3FN,
+        Scaling::Mx {
+            block: 32,
+            rule: MxRule::Rceil,
+            axis: BlockAxis::Square,
+        },
+    );
+    let got = [
+        v[at(31, 31)],
+        v[at(0, 0)],
+        v[at(5, 40)],
+        v[at(6, 41)],
+        v[at(39, 0)],
+        v[at(33, 1)],
+        v[at(35, 35)],
+        v[at(39, 47)],
+    ];
+    assert_eq!(
+        got,
+        [
+            96.0,
+            0.009765625,
+            3.0,
+            0.1015625,
+            -5.0,
+            0.3125,
+            2.0,
+            0.05078125
+        ]
+    );
+    assert!(v[at(32, 32)].is_nan());
+    // Mean of the four tile scales 4, 128, 64, 128.
+    assert_eq!(s.scale, 81.0);
+}
+
+/// A square-tiled tensor and its transpose quantize to transposes of each other (what 2-D weight
+/// blocks are for: the forward weight and the dgrad GEMM's transposed copy agree), unlike 1-D
+/// blocks.
+#[test]
+fn square_tiles_commute_with_transposition() {
+    let (rows, cols) = (45, 70);
+    let x: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i as f32) * 0.37).sin() * 2f32.powi((i % 23) as i32 - 11))
+        .collect();
+    let xt: Vec<f32> = (0..rows * cols)
+        .map(|i| x[(i % rows) * cols + i / rows])
+        .collect();
+    for (f, sc) in [
+        (
+            Format::FLOAT4_E2M1FN,
+            Scaling::Nvfp4 {
+                axis: BlockAxis::Square,
+            },
+        ),
+        (
+            Format::FLOAT8_E4M3FN,
+            Scaling::Mx {
+                block: 32,
+                rule: MxRule::Rceil,
+                axis: BlockAxis::Square,
+            },
+        ),
+    ] {
+        let mut a = x.clone();
+        q(&mut a, &[rows, cols], f, sc);
+        let mut b = xt.clone();
+        q(&mut b, &[cols, rows], f, sc);
+        let bt: Vec<f32> = (0..rows * cols)
+            .map(|i| b[(i % cols) * rows + i / cols])
+            .collect();
+        assert_eq!(a, bt, "{sc:?}");
+    }
+    // 1-D blocks along the columns do not commute: the check above can fail.
+    let sc = Scaling::Nvfp4 {
+        axis: BlockAxis::Cols,
+    };
+    let mut a = x.clone();
+    q(&mut a, &[rows, cols], Format::FLOAT4_E2M1FN, sc);
+    let mut b = xt.clone();
+    q(&mut b, &[cols, rows], Format::FLOAT4_E2M1FN, sc);
+    let bt: Vec<f32> = (0..rows * cols)
+        .map(|i| b[(i % cols) * rows + i / cols])
+        .collect();
+    assert_ne!(a, bt);
+}
+
 #[test]
 fn stats_independent_of_threads() {
     let data: Vec<f32> = (0..500_000)

@@ -7,8 +7,10 @@
 use crate::delayed::{AmaxAlgo, DelayedScaling};
 use crate::plan::{Plan, RhtRule, RoleRule, ScaleRule};
 use crate::targeting::{Override, Targeting};
-use fp8_core::{Recipe, RecipeKind, Role};
-use fp8_formats::{BlockAxis, CastSpec, Format, MxRule, Rounding, Scaling, TensorScale};
+use fp8_core::{OptimizerPrecision, Recipe, RecipeKind, Role};
+use fp8_formats::{
+    BlockAxis, CastSpec, Family, Format, MxRule, QuantSpec, Rounding, Scaling, TensorScale,
+};
 use serde::{de, Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -121,6 +123,9 @@ macro_rules! recipe_struct {
             /// named in `roles` or `role_rules`).
             #[serde(default)]
             requantize: Option<bool>,
+            /// The precision of AdamW's moments and of the master weights.
+            #[serde(default)]
+            optimizer: Option<OptimizerFile>,
         }
 
         impl $name {
@@ -135,6 +140,7 @@ macro_rules! recipe_struct {
                     seed: self.seed,
                     role_rules: self.role_rules.clone(),
                     requantize: self.requantize,
+                    optimizer: self.optimizer.clone(),
                 }
             }
         }
@@ -158,6 +164,86 @@ struct Common {
     seed: u64,
     role_rules: Vec<RoleRuleFile>,
     requantize: Option<bool>,
+    optimizer: Option<OptimizerFile>,
+}
+
+/// The `optimizer:` section: formats of AdamW's moments (stored with one current scale per
+/// tensor, `fmt_max / amax`, unless `moment_scaling: none`) and of the master weights.
+/// Defaults keep everything in f32.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizerFile {
+    #[serde(default = "f32_name")]
+    first_moment: FormatName,
+    #[serde(default = "f32_name")]
+    second_moment: FormatName,
+    #[serde(default)]
+    moment_scaling: MomentScaling,
+    #[serde(default = "f32_name")]
+    master_weights: FormatName,
+    #[serde(default = "nearest")]
+    master_rounding: RoundingName,
+    /// Seed of the master weights' stochastic rounding.
+    #[serde(default)]
+    seed: u64,
+}
+
+fn f32_name() -> FormatName {
+    FormatName(Format::FLOAT32)
+}
+
+/// `tensor` (one current scale per tensor, Fishman et al.) or `none` (a plain cast).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum MomentScaling {
+    #[default]
+    Tensor,
+    None,
+}
+
+impl OptimizerFile {
+    fn compile(&self) -> Result<OptimizerPrecision, String> {
+        let moment = |name: &str, f: FormatName| -> Result<Option<QuantSpec>, String> {
+            let f = f.0;
+            if f == Format::FLOAT32 {
+                return Ok(None);
+            }
+            if f.family == Family::E8m0 {
+                return Err(format!(
+                    "field `optimizer.{name}`: {f} has no zero and no sign, so it cannot hold \
+                     a moment; use a format such as float8_e4m3fn or float8_e5m2"
+                ));
+            }
+            Ok(Some(QuantSpec {
+                cast: CastSpec::new(f).with_saturate(true),
+                scaling: match self.moment_scaling {
+                    MomentScaling::Tensor => Scaling::Tensor(TensorScale::Current { pow2: false }),
+                    MomentScaling::None => Scaling::None,
+                },
+            }))
+        };
+        let master = match self.master_weights.0 {
+            f if f == Format::FLOAT32 => None,
+            f if f == Format::BFLOAT16 => Some(CastSpec {
+                format: f,
+                rounding: self.master_rounding.0,
+                seed: self.seed,
+                saturate: false,
+                subnormals: true,
+            }),
+            f => {
+                return Err(format!(
+                    "field `optimizer.master_weights`: {f} is not allowed; master weights are \
+                     float32 or bfloat16"
+                ))
+            }
+        };
+        Ok(OptimizerPrecision {
+            first_moment: moment("first_moment", self.first_moment)?,
+            second_moment: moment("second_moment", self.second_moment)?,
+            master,
+        })
+    }
 }
 
 /// One entry of `role_rules`: what changes for `roles`. Unset fields keep the kind's choice
@@ -209,20 +295,107 @@ enum ScalingFile {
         #[serde(default)]
         pow2: bool,
     },
-    /// OCP MX blocks with E8M0 scales.
+    /// OCP MX blocks with E8M0 scales: `block: 32` (1-D, along `axis`) or a tile
+    /// `block: (32, 32)` (TE's 2-D MXFP8 weight blocks).
     Mx {
-        #[serde(default = "mx_block")]
-        block: usize,
+        #[serde(default = "mx_block_shape")]
+        block: BlockShape,
         #[serde(default)]
         rule: MxRuleName,
         #[serde(default)]
-        axis: AxisName,
+        axis: Option<AxisName>,
     },
-    /// NVFP4 16-element blocks.
+    /// NVFP4 blocks: `block: 16` (1-D, along `axis`, the default) or `block: (16, 16)` (TE's 2-D
+    /// weight tiles).
     Nvfp4 {
         #[serde(default)]
-        axis: AxisName,
+        block: Option<BlockShape>,
+        #[serde(default)]
+        axis: Option<AxisName>,
     },
+}
+
+fn mx_block_shape() -> BlockShape {
+    BlockShape::Len(32)
+}
+
+/// A block in a RON file: a length `K` (a 1-D block along the scaling's `axis`) or a tile
+/// `(rows, cols)` of the `[rows, cols]` view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockShape {
+    Len(usize),
+    Tile(usize, usize),
+}
+
+impl<'de> Deserialize<'de> for BlockShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = BlockShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a block length such as 16, or a tile (rows, cols) such as (16, 16)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<BlockShape, E> {
+                usize::try_from(v)
+                    .map(BlockShape::Len)
+                    .map_err(|_| E::custom(format!("block length {v} is too large")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<BlockShape, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("block length {v} is negative")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<BlockShape, A::Error> {
+                let r: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let c: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<usize>()?.is_some() {
+                    return Err(de::Error::invalid_length(3, &self));
+                }
+                Ok(BlockShape::Tile(r, c))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl std::fmt::Display for BlockShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            BlockShape::Len(k) => write!(f, "{k}"),
+            BlockShape::Tile(r, c) => write!(f, "({r}, {c})"),
+        }
+    }
+}
+
+impl BlockShape {
+    /// The block length and axis of a block scheme whose tiles may be `1 × K`, `K × 1` or, when
+    /// `square` allows it, `K × K`. A length takes `axis` (default along the columns); a tile
+    /// names its own orientation, so `axis` with a tile is an error. `what` names the scheme
+    /// and the shapes it takes, for the error.
+    fn resolve(self, axis: Option<AxisName>, what: &str) -> Result<(usize, BlockAxis), String> {
+        let bad = || format!("field `role_rules.scaling.block`: {self} is not a block {what}");
+        let (k, axis) = match (self, axis) {
+            (BlockShape::Len(k), a) => (k, a.unwrap_or_default().into()),
+            (BlockShape::Tile(..), Some(_)) => {
+                return Err(format!(
+                    "field `role_rules.scaling.axis`: block {self} is a tile and names its own \
+                     orientation; give `axis` only with a block length"
+                ))
+            }
+            (BlockShape::Tile(1, k), None) => (k, BlockAxis::Cols),
+            (BlockShape::Tile(k, 1), None) => (k, BlockAxis::Rows),
+            (BlockShape::Tile(r, c), None) if r == c => (r, BlockAxis::Square),
+            (BlockShape::Tile(..), None) => return Err(bad()),
+        };
+        if k == 0 {
+            return Err(bad());
+        }
+        Ok((k, axis))
+    }
 }
 
 /// `cols` (blocks within a row) or `rows` (blocks down a column).
@@ -268,14 +441,28 @@ impl ScalingFile {
                 ScaleRule::Fixed(Scaling::Block { rows, cols, pow2 })
             }
             ScalingFile::Mx { block, rule, axis } => {
-                positive(block, "`block`")?;
+                let (block, axis) = block.resolve(
+                    axis,
+                    "MX takes: a length K ≥ 1 (OCP MX uses 32), (1, K), (K, 1) or a square \
+                     tile (K, K) such as TE's 2-D MXFP8 weight blocks (32, 32)",
+                )?;
                 ScaleRule::Fixed(Scaling::Mx {
                     block,
                     rule: rule.into(),
-                    axis: axis.into(),
+                    axis,
                 })
             }
-            ScalingFile::Nvfp4 { axis } => ScaleRule::Fixed(Scaling::Nvfp4 { axis: axis.into() }),
+            ScalingFile::Nvfp4 { block, axis } => {
+                let what = "NVFP4 takes: 16, (1, 16), (16, 1) or TE's 2-D weight tile (16, 16)";
+                let (k, axis) = block.unwrap_or(BlockShape::Len(16)).resolve(axis, what)?;
+                if k != 16 {
+                    return Err(format!(
+                        "field `role_rules.scaling.block`: {} is not a block {what}",
+                        block.unwrap_or(BlockShape::Len(k))
+                    ));
+                }
+                ScaleRule::Fixed(Scaling::Nvfp4 { axis })
+            }
         })
     }
 }
@@ -360,6 +547,11 @@ impl Common {
             delayed: None,
             requantize: self.requantize.unwrap_or(named_copy),
             rht: None,
+            optimizer: self
+                .optimizer
+                .as_ref()
+                .map(OptimizerFile::compile)
+                .transpose()?,
         })
     }
 

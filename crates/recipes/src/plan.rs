@@ -3,7 +3,7 @@
 
 use crate::delayed::DelayedScaling;
 use crate::targeting::{Target, Targeting};
-use fp8_core::{Recipe, RecipeError, Role};
+use fp8_core::{OptimizerPrecision, Recipe, RecipeError, Role};
 use fp8_formats::{
     CastSpec, Format, Measure, QuantSpec, RandomHadamard, Rounding, Scaling, Stats, TensorScale,
 };
@@ -40,6 +40,8 @@ pub struct Plan {
     pub requantize: bool,
     /// The random Hadamard transform of the wgrad GEMM's inputs, if any.
     pub rht: Option<RhtRule>,
+    /// The `optimizer:` section: precision of AdamW's moments and the master weights.
+    pub optimizer: Option<OptimizerPrecision>,
 }
 
 /// Which sign vector the wgrad Hadamard transform uses at a step.
@@ -158,6 +160,10 @@ impl Recipe for Plan {
 
     fn requantizes_backward(&self) -> bool {
         self.requantize
+    }
+
+    fn optimizer(&self) -> Option<OptimizerPrecision> {
+        self.optimizer
     }
 
     fn wgrad_hadamard(&self, _site: &str, step: u64) -> Option<RandomHadamard> {

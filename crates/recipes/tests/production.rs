@@ -147,6 +147,115 @@ fn torchao_tensorwise_and_te_current_scaling_are_hybrid_per_tensor() {
 }
 
 #[test]
+fn mxfp8_nvidia_2d_puts_weights_in_32x32_tiles_and_keeps_1x32_elsewhere() {
+    let r = load("mxfp8_nvidia_2d.ron");
+    assert!(r.requantizes_backward());
+    let mx = |axis| Scaling::Mx {
+        block: 32,
+        rule: MxRule::Rceil,
+        axis,
+    };
+    for (role, axis) in [
+        (Role::X, BlockAxis::Cols),
+        (Role::W, BlockAxis::Square),
+        (Role::Dy, BlockAxis::Cols),
+        (Role::WDgrad, BlockAxis::Square),
+        (Role::XWgrad, BlockAxis::Rows),
+        (Role::DyWgrad, BlockAxis::Rows),
+    ] {
+        let s = spec(r.as_ref(), "h.0.mlp.fc", role);
+        assert_eq!(s.scaling, mx(axis), "{role}");
+        assert_eq!(s.cast.format, fmt("float8_e4m3fn"), "{role}");
+    }
+}
+
+#[test]
+fn nvfp4_nvidia_quantizes_weights_in_16x16_tiles() {
+    let mut r = load("nvfp4_nvidia.ron");
+    r.bind_sites(&sites(16)).unwrap();
+    for (role, axis) in [
+        (Role::X, BlockAxis::Cols),
+        (Role::W, BlockAxis::Square),
+        (Role::WDgrad, BlockAxis::Square),
+        (Role::Dy, BlockAxis::Cols),
+        (Role::XWgrad, BlockAxis::Rows),
+        (Role::DyWgrad, BlockAxis::Rows),
+    ] {
+        let s = spec(r.as_ref(), "h.4.mlp.fc", role);
+        assert_eq!(s.scaling, Scaling::Nvfp4 { axis }, "{role}");
+        assert_eq!(s.cast.format, fmt("float4_e2m1fn"), "{role}");
+    }
+}
+
+/// Block shapes in `role_rules.scaling`: what each format takes, and errors naming the field and
+/// the shapes allowed for what it cannot.
+#[test]
+fn block_shapes_are_validated_per_format() {
+    let build = |scaling: &str| {
+        let text = format!(
+            "(kind: \"nvfp4\", roles: [x, w, dy], role_rules: [(roles: [w], scaling: {scaling})])"
+        );
+        from_ron_str(&text, "test.ron").map(|r| r.spec("h.0.mlp.fc", Role::W, 0).unwrap().scaling)
+    };
+    let nv = |axis| Scaling::Nvfp4 { axis };
+    assert_eq!(
+        build("nvfp4(block: (16, 16))").unwrap(),
+        nv(BlockAxis::Square)
+    );
+    assert_eq!(build("nvfp4(block: 16)").unwrap(), nv(BlockAxis::Cols));
+    assert_eq!(build("nvfp4()").unwrap(), nv(BlockAxis::Cols));
+    assert_eq!(
+        build("nvfp4(block: 16, axis: rows)").unwrap(),
+        nv(BlockAxis::Rows)
+    );
+    assert_eq!(build("nvfp4(block: (1, 16))").unwrap(), nv(BlockAxis::Cols));
+    assert_eq!(build("nvfp4(block: (16, 1))").unwrap(), nv(BlockAxis::Rows));
+    let mx = |block, axis| Scaling::Mx {
+        block,
+        rule: MxRule::Rceil,
+        axis,
+    };
+    assert_eq!(
+        build("mx(block: (32, 32), rule: rceil)").unwrap(),
+        mx(32, BlockAxis::Square)
+    );
+    assert_eq!(
+        build("mx(block: 32, rule: rceil)").unwrap(),
+        mx(32, BlockAxis::Cols)
+    );
+    assert_eq!(
+        build("mx(block: (64, 1), rule: rceil)").unwrap(),
+        mx(64, BlockAxis::Rows)
+    );
+    for (bad, says) in [
+        (
+            "nvfp4(block: (32, 32))",
+            "NVFP4 takes: 16, (1, 16), (16, 1) or TE's 2-D weight tile (16, 16)",
+        ),
+        (
+            "nvfp4(block: 32)",
+            "field `role_rules.scaling.block`: 32 is not a block NVFP4 takes",
+        ),
+        (
+            "nvfp4(block: (16, 8))",
+            "(16, 8) is not a block NVFP4 takes",
+        ),
+        ("mx(block: (32, 16))", "(32, 16) is not a block MX takes"),
+        ("mx(block: (0, 0))", "(0, 0) is not a block MX takes"),
+        ("mx(block: 0)", "0 is not a block MX takes"),
+        (
+            "mx(block: (32, 32), axis: rows)",
+            "field `role_rules.scaling.axis`",
+        ),
+        ("mx(block: (32, 32, 32))", "a tile (rows, cols)"),
+        ("mx(block: \"big\")", "a tile (rows, cols)"),
+    ] {
+        let err = build(bad).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn te_block_scaling_uses_1x128_activations_128x128_weights_and_128x1_wgrad_copies() {
     let r = load("te_float8_block_scaling.ron");
     assert!(r.requantizes_backward());

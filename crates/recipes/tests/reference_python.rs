@@ -42,20 +42,22 @@ fn recipe(name: &str) -> Box<dyn Recipe> {
     r
 }
 
-/// Values whose 16×16 regions follow one of six patterns: wide-range random, zeros,
-/// subnormal-only, random with a NaN, amaxes just around 448·2^k, tiny normals.
-fn adversarial(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+/// Values whose `region`×`region` squares follow one of six patterns: wide-range random, zeros,
+/// subnormal-only, random with a NaN (and, with `inf`, infinities), amaxes just around 448·2^k,
+/// tiny normals.
+fn adversarial(rows: usize, cols: usize, seed: u64, region: usize, inf: bool) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
     let mut u = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     let mut v = Vec::with_capacity(rows * cols);
     for r in 0..rows {
         for c in 0..cols {
             let sign = if u() < 0.5 { -1.0 } else { 1.0 };
-            let x = match (r / 16 + c / 16) % 6 {
+            let x = match (r / region + c / region) % 6 {
                 0 => sign * (u() * 2.0) * 2f64.powi((u() * 40.0) as i32 - 20),
                 1 => 0.0,
                 2 => sign * u() * 1e-39,
                 3 if (r + c) % 7 == 0 => f64::NAN,
+                3 if inf && (r + 2 * c) % 11 == 0 => sign * f64::INFINITY,
                 3 => sign * u() * 3.0,
                 4 => {
                     let k = (u() * 10.0) as i32 - 5;
@@ -74,9 +76,45 @@ fn adversarial(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 fn production_casts_match_the_numpy_reference_bit_for_bit() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    // (case, recipe, role, shape, scheme for the reference)
+    // (case, recipe, role, shape, scheme for the reference); the 2-D cases use adversarial
+    // regions the size of their tiles (so whole tiles are zero or subnormal-only) and infinities.
     let site = "h.4.mlp.fc";
     let cases: Vec<(&str, &str, Role, [usize; 2], Value)> = vec![
+        (
+            "nvfp4_w_2d",
+            "nvfp4_nvidia.ron",
+            Role::W,
+            [88, 72],
+            json!({"kind": "nvfp4", "tile": [16, 16]}),
+        ),
+        (
+            "nvfp4_w_dgrad_2d_ragged",
+            "nvfp4_nvidia.ron",
+            Role::WDgrad,
+            [41, 57],
+            json!({"kind": "nvfp4", "tile": [16, 16]}),
+        ),
+        (
+            "nvfp4_w_2d_thin",
+            "nvfp4_nvidia.ron",
+            Role::W,
+            [7, 100],
+            json!({"kind": "nvfp4", "tile": [16, 16]}),
+        ),
+        (
+            "mxfp8_w_2d",
+            "mxfp8_nvidia_2d.ron",
+            Role::W,
+            [192, 160],
+            json!({"kind": "mxfp8", "tile": [32, 32]}),
+        ),
+        (
+            "mxfp8_w_dgrad_2d_ragged",
+            "mxfp8_nvidia_2d.ron",
+            Role::WDgrad,
+            [70, 101],
+            json!({"kind": "mxfp8", "tile": [32, 32]}),
+        ),
         (
             "torchao_rowwise_x",
             "torchao_rowwise.ron",
@@ -156,7 +194,7 @@ fn production_casts_match_the_numpy_reference_bit_for_bit() {
         ),
         (
             "nvfp4_w",
-            "nvfp4_nvidia.ron",
+            "nvfp4.ron",
             Role::W,
             [40, 48],
             json!({"kind": "nvfp4", "tile": [16, 1]}),
@@ -167,7 +205,13 @@ fn production_casts_match_the_numpy_reference_bit_for_bit() {
         let spec: QuantSpec = recipe(file)
             .spec(site, *role, 0)
             .unwrap_or_else(|| panic!("{name}: {file} quantizes {role}"));
-        let x = adversarial(shape[0], shape[1], i as u64 + 1);
+        let two_d = name.contains("_2d");
+        let region = if two_d {
+            scheme["tile"][0].as_u64().unwrap() as usize
+        } else {
+            16
+        };
+        let x = adversarial(shape[0], shape[1], i as u64 + 1, region, two_d);
         let mut y = x.clone();
         quantize(&mut y, shape, &spec);
         let write = |tag: &str, v: &[f32]| -> String {

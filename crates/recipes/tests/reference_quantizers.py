@@ -17,7 +17,14 @@ and a scheme. The formulas, with their sources:
   max_norm_rcp)`; common/util/ptx_arch_spec.cuh:72-104 `float_to_e8m0`, the software path):
   biased = exponent bits of amax*(1/448), incremented when the mantissa is non-zero (except
   exponent 0 with mantissa <= 0x400000); q = e4m3(x * 2^(127-biased)), dequantized q*2^(biased-127).
-- TE NVFP4 (pytorch/custom_recipes/reference_nvfp4.py:651-777 `_quantize_blockwise_reference`).
+- TE NVFP4 (pytorch/custom_recipes/reference_nvfp4.py:651-777 `_quantize_blockwise_reference`),
+  1x16 blocks or, for weights, 2-D 16x16 tiles (lines 677-686: one amax per 16x16 tile, repeated
+  over the tile's rows; then the same E4M3 block-scale arithmetic as 1-D).
+- TE MXFP8 2-D weight blocks (common/cast/mxfp8/quantize_mxfp8.cuh:421-444: the amax is reduced
+  over the 32x32 tile before `float_to_e8m0`, then as 1-D).
+- Ragged shapes: TE pads the tensor with zeros to whole tiles and crops the result
+  (reference_nvfp4.py:780-824 `_pad_tensor`/`_rm_pad_tensor`, used at :904-924); a zero never
+  raises an amax, so an edge tile is the partial tile of the elements it holds, as `blocks` cuts.
 
 Amax over a block is the largest finite |x| (NaN ignored, as CUDA's fmaxf does).
 """

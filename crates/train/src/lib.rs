@@ -74,6 +74,7 @@ pub mod hessian;
 pub mod identity;
 pub mod ladder;
 pub mod observer;
+pub mod optim;
 mod params;
 pub mod recipe_check;
 pub mod session;

@@ -7,6 +7,7 @@ use crate::config::TrainConfig;
 use crate::diagnostics::{cast_extremes, noise_ratio, update_stats, Snapshot};
 use crate::eval::evaluate;
 use crate::observer::{Evaluated, Observer, RunStarted, StepDone};
+use crate::optim::QuantAdamW;
 use crate::params::{named_values, nonfinite_params};
 use crate::setup::{resolve, Resolved};
 use crate::step::{gradients, lock, logs_at};
@@ -76,13 +77,16 @@ pub fn open<'o, B: FusedAutodiffBackend>(
 
     B::seed(device, cfg.seed);
     let mut model: Model<B> = resolved.model.init(device);
-    let mut optim = AdamWConfig::new()
+    let adamw = AdamWConfig::new()
         .with_beta_1(cfg.beta1 as f32)
         .with_beta_2(cfg.beta2 as f32)
         .with_epsilon(cfg.adam_eps as f32)
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init::<B, Model<B>>();
-    let ctx = PrecisionContext::for_sites(resolved.recipe()?, &resolved.model.sites())?.shared();
+        .with_weight_decay(cfg.weight_decay as f32);
+    let recipe = resolved.recipe()?;
+    // The recipe's `optimizer:` section; without one, burn's AdamW steps unchanged.
+    let precision = recipe.optimizer().unwrap_or_default();
+    let mut optim = QuantAdamW::init::<B, Model<B>>(&adamw, precision);
+    let ctx = PrecisionContext::for_sites(recipe, &resolved.model.sites())?.shared();
 
     let mut state = LoopState::default();
     if resume {

@@ -91,10 +91,7 @@ fn tile(scaling: &Scaling, rows: usize, cols: usize) -> Result<(usize, usize), U
             rule: MxRule::Even, ..
         }
         | Scaling::Nvfp4 { .. } => return Err(Unsupported::Scaling(*scaling)),
-        Scaling::Mx { block, axis, .. } => match axis {
-            fp8_formats::BlockAxis::Cols => (1, block),
-            fp8_formats::BlockAxis::Rows => (block, 1),
-        },
+        Scaling::Mx { block, axis, .. } => axis.tile(block),
     };
     let (tr, tc) = (tr.min(rows).max(1), tc.min(cols).max(1));
     if !rows.is_multiple_of(tr) || !cols.is_multiple_of(tc) {

@@ -1,0 +1,271 @@
+//! AdamW whose moments and master weights live in reduced precision: the recipe's `optimizer:`
+//! section ([`OptimizerPrecision`]).
+//!
+//! Each step is burn's own AdamW step (the same tensor operations, so with nothing to quantize
+//! the run is bit-identical to `AdamWConfig::init`), computed in f32 from the *stored* moments,
+//! followed by:
+//!
+//! 1. the new moments are stored quantized, `m̂ = cast(m·s)·(1/s)` with the moment's spec (by
+//!    default one current scale per tensor, `s = fmt_max / amax`: Fishman et al., "Scaling FP8
+//!    training to trillion-token LLMs", arXiv 2409.12517, first moment E4M3, second E5M2);
+//! 2. the updated weights are rounded to the master-weight format (bf16, nearest or stochastic).
+//!
+//! The update itself uses the f32 moments of this step and only the stored copies are quantized,
+//! as torchao's low-bit AdamW does (torchao/optim/adam.py:178-209, `single_param_adam`: "keep
+//! high precision copy for param update", `exp_avg.copy_(exp_avg_f32)`; bf16 stochastic rounding
+//! of the weights in `_fp32_to_bf16_sr`, torchao/optim/quant_utils.py:121-146). The next step
+//! starts from the dequantized stored moments.
+//!
+//! The state is burn's [`AdamWState`] holding the dequantized moments (exactly the values a
+//! format-and-scale store decodes to), so checkpoints keep burn's layout and a resumed run
+//! continues bit for bit.
+//!
+//! Stochastic rounding of the weights draws its bits from fp8's counter-based generator, keyed
+//! by the section's seed, the tensor's step count and a hash of the tensor's f32 bits before
+//! rounding: burn's [`SimpleOptimizer`] is not told which parameter it steps, and this key is a
+//! pure function of the run's state (so resuming reproduces it) that differs between tensors.
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, AdamWState, LearningRate, SimpleOptimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use fp8_core::OptimizerPrecision;
+use fp8_formats::{cast_slice, quantize, CastSpec, QuantSpec, Rounding};
+
+/// AdamW with quantized state; see the module docs.
+#[derive(Clone)]
+pub struct QuantAdamW {
+    adamw: AdamW,
+    precision: OptimizerPrecision,
+}
+
+impl QuantAdamW {
+    /// `config`'s AdamW with state and master weights kept as `precision` says.
+    pub fn new(config: &AdamWConfig, precision: OptimizerPrecision) -> QuantAdamW {
+        QuantAdamW {
+            adamw: config.build(),
+            precision,
+        }
+    }
+
+    /// The optimizer for a module, as `AdamWConfig::init` builds burn's.
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
+        config: &AdamWConfig,
+        precision: OptimizerPrecision,
+    ) -> OptimizerAdaptor<QuantAdamW, M, B> {
+        OptimizerAdaptor::from(QuantAdamW::new(config, precision))
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for QuantAdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let (tensor, state) = SimpleOptimizer::<B>::step(&self.adamw, lr, tensor, grad, state);
+        let Some(mut state) = state else {
+            return (tensor, None);
+        };
+        let p = &self.precision;
+        if let Some(spec) = &p.first_moment {
+            state.momentum.moment_1 = stored(state.momentum.moment_1, spec);
+        }
+        if let Some(spec) = &p.second_moment {
+            state.momentum.moment_2 = stored(state.momentum.moment_2, spec);
+        }
+        let tensor = match &p.master {
+            Some(cast) => rounded(tensor, cast, state.momentum.time as u64),
+            None => tensor,
+        };
+        (tensor, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        <AdamW as SimpleOptimizer<B>>::to_device(state, device)
+    }
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
+/// `t` as its quantized store decodes it.
+fn stored<B: Backend, const D: usize>(t: Tensor<B, D>, spec: &QuantSpec) -> Tensor<B, D> {
+    let (dims, device) = (t.dims(), t.device());
+    let mut v = host(t);
+    quantize(&mut v, &dims, spec);
+    Tensor::from_data(TensorData::new(v, dims), &device)
+}
+
+/// The weights `t` rounded to the master format; `time` is the tensor's AdamW step count.
+fn rounded<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    cast: &CastSpec,
+    time: u64,
+) -> Tensor<B, D> {
+    let (dims, device) = (t.dims(), t.device());
+    let mut v = host(t);
+    let mut spec = *cast;
+    if spec.rounding == Rounding::Stochastic {
+        spec.seed = stream_key(cast.seed, time, &v);
+    }
+    cast_slice(&mut v, &spec, 0);
+    Tensor::from_data(TensorData::new(v, dims), &device)
+}
+
+/// The stochastic-rounding key of one tensor's update: FNV-1a over (seed, step count, length,
+/// every element's bits).
+fn stream_key(seed: u64, time: u64, v: &[f32]) -> u64 {
+    const PRIME: u64 = 0x100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        h = (h ^ x).wrapping_mul(PRIME);
+    };
+    eat(seed);
+    eat(time);
+    eat(v.len() as u64);
+    for x in v {
+        eat(u64::from(x.to_bits()));
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use fp8_formats::{Format, Scaling, TensorScale};
+
+    type B = NdArray<f32>;
+
+    fn t(v: &[f32]) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
+    }
+
+    fn fp8_moments() -> OptimizerPrecision {
+        let per_tensor = |f: Format| QuantSpec {
+            cast: CastSpec::new(f).with_saturate(true),
+            scaling: Scaling::Tensor(TensorScale::Current { pow2: false }),
+        };
+        OptimizerPrecision {
+            first_moment: Some(per_tensor(Format::FLOAT8_E4M3FN)),
+            second_moment: Some(per_tensor(Format::FLOAT8_E5M2)),
+            master: None,
+        }
+    }
+
+    fn config() -> AdamWConfig {
+        AdamWConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.999)
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.0)
+    }
+
+    /// Two AdamW steps with E4M3 / E5M2 moments under per-tensor scaling, against values worked
+    /// by hand from the definitions.
+    #[test]
+    fn fp8_moments_match_a_hand_computed_adamw_step() {
+        let opt = QuantAdamW::new(&config(), fp8_moments());
+        let lr = 0.1;
+        // Step 1, g = [1, 0.3, −0.01]. burn forms m = g·(1 − β₁) and v = g²·(1 − β₂) with the
+        // factors in f32 (f₁ = 0.100000024, f₂ = 0.0010000467). The update uses these f32
+        // moments: bias-corrected m/(√v + ε) ≈ g/|g|, so p ≈ [1, 1, 1] − 0.1·[1, 1, −1].
+        let p0 = t(&[1.0, 1.0, 1.0]);
+        let (p1, s1) = opt.step(lr, p0, t(&[1.0, 0.3, -0.01]), None);
+        let p1 = host(p1);
+        for (got, want) in p1.iter().zip([0.9f32, 0.9, 1.1]) {
+            assert!((got - want).abs() < 1e-5, "{p1:?}");
+        }
+        let s1 = s1.unwrap();
+        let (f1, f2) = (1.0f32 - 0.9, 1.0f32 - 0.999);
+        // Stored first moment, E4M3 with the tensor scale s = 448 / amax, amax = f₁:
+        // m₀·s = 448 → 448; 0.3·448 = 134.4 → 136 (E4M3 spacing 8 in [128, 256));
+        // −0.01·448 = −4.48 → −4.5 (spacing 0.5 in [4, 8)); dequantized by 1/s.
+        let m = host(s1.momentum.moment_1.clone());
+        let inv = 1.0 / (448.0 / f1);
+        assert_eq!(m, [448.0 * inv, 136.0 * inv, -4.5 * inv]);
+        // Stored second moment, E5M2 with s = 57344 / amax, amax = f₂: v₀ → 57344;
+        // 0.09·57344 = 5160.96 → 5120 (spacing 1024 in [4096, 8192)); 1e-4·57344 = 5.7344 → 6
+        // (spacing 1 in [4, 8)).
+        let v = host(s1.momentum.moment_2.clone());
+        let inv = 1.0 / (57344.0 / f2);
+        assert_eq!(v, [57344.0 * inv, 5120.0 * inv, 6.0 * inv]);
+        // Step 2, g = 0: m = 0.9·m̂, v = 0.999·v̂ from the *stored* values; the update is
+        // (m/(1−0.9²)) / (√(v/(1−0.999²)) + ε), checked in f64 against the f32 result.
+        let (p2, s2) = opt.step(lr, t(&p1), t(&[0.0, 0.0, 0.0]), Some(s1));
+        let p2 = host(p2);
+        for (i, ((&p2, &p1), (&m, &v))) in p2.iter().zip(&p1).zip(m.iter().zip(&v)).enumerate() {
+            let m2 = 0.9 * f64::from(m);
+            let v2 = 0.999 * f64::from(v);
+            let upd = (m2 / (1.0 - 0.81)) / ((v2 / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
+            let want = f64::from(p1) - 0.1 * upd;
+            assert!((f64::from(p2) - want).abs() < 1e-5, "{i}: {p2} vs {want}");
+        }
+        assert_eq!(s2.unwrap().momentum.time, 2);
+    }
+
+    /// With no `optimizer:` section the steps are burn's AdamW's, bit for bit.
+    #[test]
+    fn without_precision_it_is_burns_adamw() {
+        let cfg = config().with_weight_decay(0.1);
+        let ours = QuantAdamW::new(&cfg, OptimizerPrecision::default());
+        let burns = cfg.build();
+        let g = [0.5f32, -1e-3, 7.0, 1e-20];
+        let (mut a, mut sa) = (t(&[1.0, -2.0, 0.25, 3.0]), None);
+        let (mut b, mut sb) = (a.clone(), None);
+        for step in 0..5 {
+            let grad = t(&g.map(|x| x * (step as f32 + 1.0)));
+            (a, sa) = ours.step(1e-2, a, grad.clone(), sa);
+            (b, sb) = SimpleOptimizer::<B>::step(&burns, 1e-2, b, grad, sb);
+        }
+        assert_eq!(host(a), host(b));
+        let (sa, sb) = (sa.unwrap().momentum, sb.unwrap().momentum);
+        assert_eq!(host(sa.moment_1), host(sb.moment_1));
+        assert_eq!(host(sa.moment_2), host(sb.moment_2));
+    }
+
+    /// bf16 master weights: nearest rounds the updated weight to bf16; stochastic lands on one of
+    /// the two bf16 neighbours, the upper one about as often as the fraction says.
+    #[test]
+    fn bf16_master_weights_round_nearest_or_stochastically() {
+        let bf16 = |rounding| OptimizerPrecision {
+            master: Some(CastSpec {
+                format: Format::BFLOAT16,
+                rounding,
+                seed: 7,
+                saturate: false,
+                subnormals: true,
+            }),
+            ..OptimizerPrecision::default()
+        };
+        // lr 0 and no decay leave the weights as they are: only the rounding acts.
+        // 1 + 2^-9 lies a quarter of the way from 1 to the next bf16 value 1 + 2^-7.
+        let x = 1.0f32 + 2f32.powi(-9);
+        let n = 4096;
+        let p = Tensor::<B, 1>::from_data(TensorData::new(vec![x; n], [n]), &Default::default());
+        let g = Tensor::<B, 1>::zeros([n], &Default::default());
+        let near = QuantAdamW::new(&config(), bf16(Rounding::NearestEven));
+        let (q, _) = near.step(0.0, p.clone(), g.clone(), None);
+        assert!(host(q).iter().all(|&v| v == 1.0));
+        let sr = QuantAdamW::new(&config(), bf16(Rounding::Stochastic));
+        let (q, _) = sr.step(0.0, p.clone(), g.clone(), None);
+        let q = host(q);
+        let up = q.iter().filter(|&&v| v == 1.0 + 2f32.powi(-7)).count();
+        assert_eq!(up + q.iter().filter(|&&v| v == 1.0).count(), n);
+        // Binomial(4096, 1/4): mean 1024, sd 27.7; 6 sd either side.
+        assert!((858..=1190).contains(&up), "{up} of {n} rounded up");
+        // A pure function of the state: the same step gives the same bits.
+        let (again, _) = sr.step(0.0, p, g, None);
+        assert_eq!(host(again), q);
+    }
+}
