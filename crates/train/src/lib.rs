@@ -70,6 +70,7 @@ pub mod eval;
 pub mod hessian;
 pub mod identity;
 pub mod observer;
+pub mod parallel;
 mod params;
 pub mod recipe_check;
 pub mod session;

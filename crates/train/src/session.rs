@@ -397,6 +397,9 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
     /// Write a checkpoint, unless the weights or the optimizer state are not finite: such a
     /// checkpoint could only be resumed into the same blow-up, and would hide the last good one.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if !crate::parallel::writes_checkpoints() {
+            return Ok(()); // data parallelism: rank 0 writes the run's checkpoints
+        }
         let bad = nonfinite_params::<B, _>(&self.model);
         let why_not = if !bad.is_empty() {
             Some(format!("non-finite weights in {}", bad.join(", ")))

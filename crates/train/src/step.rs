@@ -22,7 +22,8 @@ pub fn gradients<B: FusedAutodiffBackend>(
 ) -> anyhow::Result<(f64, GradientsParams)> {
     let mut accumulator = GradientsAccumulator::<Model<B>>::new();
     let mut loss_value = 0.0;
-    for micro in 0..cfg.grad_accum {
+    // Data parallelism: this rank's share of the step's micro-batches (all of them otherwise).
+    for micro in crate::parallel::local_micro_batches(cfg.grad_accum) {
         let (inputs, targets) = batcher.batch(train, cfg.batch, cfg.seq, step, micro as u64)?;
         let loss = model.loss(
             int_tensor(&inputs, cfg, device),
