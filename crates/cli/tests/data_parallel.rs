@@ -103,13 +103,13 @@ fn two_ranks_equal_one_process(recipe: &str) {
     run_ok(train_cmd(
         &one,
         recipe,
-        &[&steps[..], &["--grad-accum", "2"]].concat(),
+        &[&steps[..], &["--grad-accum", "2"][..]].concat(),
     ));
     let two = dir.path().join("two");
     run_ok(train_cmd(
         &two,
         recipe,
-        &[&steps[..], &["--nproc", "2"]].concat(),
+        &[&steps[..], &["--nproc", "2"][..]].concat(),
     ));
     let reference = losses(&one);
     assert_eq!(reference.len(), 8);
@@ -131,7 +131,7 @@ fn two_ranks_equal_one_process(recipe: &str) {
     let o = run_ok(train_cmd(
         &resumed,
         recipe,
-        &[&steps[..], &["--nproc", "2", "--resume"]].concat(),
+        &[&steps[..], &["--nproc", "2", "--resume"][..]].concat(),
     ));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("at step 4"),
