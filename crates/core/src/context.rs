@@ -46,6 +46,9 @@ pub struct PrecisionContext {
     inspect: Option<DynamicRangeBlocks>,
     counterfactuals: Vec<Counterfactual>,
     inspections: Inspections,
+    /// This step's largest amax per (site, role), while data-parallel training gathers them
+    /// ([`gather_amaxes`](Self::gather_amaxes)).
+    step_amaxes: Option<BTreeMap<(String, Role), f32>>,
 }
 
 impl PrecisionContext {
@@ -59,6 +62,7 @@ impl PrecisionContext {
             inspect: None,
             counterfactuals: Vec::new(),
             inspections: Inspections::new(),
+            step_amaxes: None,
         }
     }
 
@@ -194,6 +198,10 @@ impl PrecisionContext {
             return;
         }
         self.recipe.observe(site, role, stats);
+        if let Some(amaxes) = &mut self.step_amaxes {
+            let a = amaxes.entry((site.to_string(), role)).or_insert(stats.amax);
+            *a = max_nan(*a, stats.amax);
+        }
         if !self.logging {
             return;
         }
@@ -211,12 +219,65 @@ impl PrecisionContext {
     /// Finish an optimizer step: the recipe updates its scales, the step advances, and the
     /// step's telemetry is handed back.
     pub fn end_step(&mut self) -> Telemetry {
+        if let Some(amaxes) = &mut self.step_amaxes {
+            amaxes.clear();
+        }
         self.recipe.end_step();
         for cf in &mut self.counterfactuals {
             cf.recipe.end_step();
         }
         self.step += 1;
         std::mem::take(&mut self.telemetry)
+    }
+}
+
+// ---- Data parallelism: the amax reduction hook ------------------------------------------------
+// TransformerEngine max-reduces each tensor's amax over the data-parallel group before the
+// scale update, so every rank computes the same scales (a wrong reduction group diverged
+// Megatron-LM runs). The trainer's data-parallel layer (fp8-train `parallel`) gathers this
+// step's local amaxes, reduces them across ranks, and hands them back before `end_step`.
+impl PrecisionContext {
+    /// Gather this step's largest amax per (site, role) for [`step_amaxes`](Self::step_amaxes)
+    /// (on) or stop (off, the default). Data-parallel training turns it on when the recipe
+    /// observes casts at all.
+    pub fn gather_amaxes(&mut self, on: bool) {
+        self.step_amaxes = on.then(BTreeMap::new);
+    }
+
+    /// The amaxes recorded since the last [`end_step`](Self::end_step), in (site, role) order;
+    /// empty unless [`gather_amaxes`](Self::gather_amaxes) is on.
+    pub fn step_amaxes(&self) -> Vec<((String, Role), f32)> {
+        self.step_amaxes
+            .iter()
+            .flatten()
+            .map(|(k, &a)| (k.clone(), a))
+            .collect()
+    }
+
+    /// Tell the recipe each (site, role)'s amax max-reduced over every data-parallel rank,
+    /// before [`end_step`](Self::end_step). It arrives as one more
+    /// [`Recipe::observe`] call whose `Stats` carry only the amax (`count` 0, no underflow,
+    /// saturation or error): delayed scaling keeps the largest amax of a step, so its history
+    /// then holds the group's maximum, as TransformerEngine's does.
+    pub fn observe_reduced_amaxes(&mut self, reduced: &[((String, Role), f32)]) {
+        for ((site, role), amax) in reduced {
+            let stats = Stats {
+                amax: *amax,
+                scale: 1.0,
+                snr_db: f64::INFINITY,
+                ..Stats::default()
+            };
+            self.recipe.observe(site, *role, &stats);
+        }
+    }
+}
+
+/// The larger of two amaxes, NaN if either is (a NaN amax must reach the scale update).
+pub fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
     }
 }
 

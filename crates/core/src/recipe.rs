@@ -45,6 +45,10 @@ pub trait Recipe: Send {
 
     /// Told what a cast did; delayed scaling records the amax here.
     ///
+    /// In data-parallel training it is called once more per (site, role) before
+    /// [`end_step`](Recipe::end_step), with the amax max-reduced over every rank and `count` 0
+    /// (`PrecisionContext::observe_reduced_amaxes`).
+    ///
     /// On steps that log no telemetry the casts measure only what
     /// [`observe_needs`](Recipe::observe_needs) asks for, and the fields of `stats` beyond it are
     /// not meaningful.

@@ -57,7 +57,8 @@ pub struct TrainConfig {
     /// Measure the gradient's quantization noise every N steps (0 = never), logged as
     /// `stability/grad_noise_ratio`: the norm of the unquantized gradient over the norm of the
     /// error the recipe's casts add to it (same weights and batch). Each measurement costs one
-    /// extra unquantized forward+backward of the step's batch; training is unchanged by it.
+    /// extra unquantized forward+backward of the step's batch; training is unchanged by it. Not
+    /// measured under data parallelism.
     pub grad_noise_every: u64,
     /// ε of the logit sharpness (paper §3.1).
     pub sharpness_eps: f64,

@@ -75,6 +75,7 @@ pub mod identity;
 pub mod ladder;
 pub mod observer;
 pub mod optim;
+pub mod parallel;
 mod params;
 pub mod recipe_check;
 pub mod session;

@@ -399,7 +399,10 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
         grads: &GradientsParams,
     ) -> anyhow::Result<Option<f64>> {
         let every = self.cfg.grad_noise_every;
-        if every == 0 || !step.is_multiple_of(every) {
+        // Under data parallelism `grads` is the group's reduced gradient and an unquantized one
+        // would need a second all-reduce every rank takes part in: not measured there.
+        let parallel = crate::parallel::rank_and_world().is_some_and(|(_, n)| n > 1);
+        if every == 0 || !step.is_multiple_of(every) || parallel {
             return Ok(None);
         }
         let exact = {
@@ -495,6 +498,9 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
     /// Write a checkpoint, unless the weights or the optimizer state are not finite: such a
     /// checkpoint could only be resumed into the same blow-up, and would hide the last good one.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if !crate::parallel::writes_checkpoints() {
+            return Ok(()); // data parallelism: rank 0 writes the run's checkpoints
+        }
         let bad = nonfinite_params::<B, _>(&self.model);
         let why_not = if !bad.is_empty() {
             Some(format!("non-finite weights in {}", bad.join(", ")))

@@ -38,13 +38,14 @@ pub fn gradients_watched<B: FusedAutodiffBackend>(
     let mut accumulator = GradientsAccumulator::<Model<B>>::new();
     let mut loss_value = 0.0;
     let mut diagnostics = None;
-    for micro in 0..cfg.grad_accum {
+    // Data parallelism: this rank's share of the step's micro-batches (all of them otherwise).
+    for micro in crate::parallel::local_micro_batches(cfg.grad_accum) {
         let (inputs, targets) = batcher.batch(train, cfg.batch, cfg.seq, step, micro as u64)?;
         let (inputs, targets) = (
             int_tensor(&inputs, cfg, device),
             int_tensor(&targets, cfg, device),
         );
-        let loss = if watch && micro == 0 {
+        let loss = if watch && diagnostics.is_none() {
             let (loss, d) = model.loss_with_diagnostics(inputs, targets);
             diagnostics = Some(d);
             loss

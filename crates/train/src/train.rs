@@ -33,6 +33,7 @@ pub fn train<B: FusedAutodiffBackend>(
 ) -> anyhow::Result<Summary> {
     let mut run = open::<B>(cfg, device, resume, observer)?;
     let _active = activate(run.ctx.clone());
+    crate::parallel::attach(&run.ctx); // data parallelism: gather amaxes for the reduction
     let cfg = run.cfg.clone();
     while run.state.step < cfg.steps {
         let step = run.state.step;
@@ -50,6 +51,9 @@ pub fn train<B: FusedAutodiffBackend>(
             device,
             watch,
         )?;
+        // Data parallelism: sum gradients and loss, max-reduce amaxes over the ranks.
+        let loss =
+            crate::parallel::all_reduce_step::<B, _>(&run.model, loss, &mut grads, &run.ctx)?;
         let telemetry = lock(&run.ctx).end_step();
         if let Some(divergence) = run.check_divergence(step, loss) {
             return run.finish(Some(divergence));

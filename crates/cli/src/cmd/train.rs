@@ -2,6 +2,7 @@
 
 use crate::progress::TrainProgress;
 use fp8_train::backend::ComputeDtype;
+use fp8_train::parallel::{self, launch::ScratchRunDir, Launch, WorkerSpec};
 use fp8_train::{train, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +102,28 @@ pub struct Args {
     /// simulated recipes/bf16.ron).
     #[arg(long, default_value = "f32")]
     pub compute_dtype: ComputeDtype,
+    /// Data-parallel training: start N worker processes on this machine (like torchrun's
+    /// --nproc-per-node), each computing --grad-accum micro-batches of --batch sequences of every
+    /// step; gradients are summed and amaxes max-reduced across all of them. The run records
+    /// the global grad_accum (N × nnodes × --grad-accum), so --resume works with any N that
+    /// divides it. Each worker gets RAYON_NUM_THREADS = cores / N unless it is set.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Data-parallel training over M machines: run `fp8 train` with the same flags on each, with
+    /// --nnodes M, its own --node-rank and the same --orchestrator.
+    #[arg(long, value_name = "M")]
+    pub nnodes: Option<usize>,
+    /// This machine's index among --nnodes (0 hosts global rank 0).
+    #[arg(long, value_name = "R")]
+    pub node_rank: Option<usize>,
+    /// HOST:PORT where global rank 0 (on --node-rank 0) listens for the other ranks.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub orchestrator: Option<String>,
+    /// Under srun: take --nnodes and --node-rank from SLURM_NNODES and SLURM_NODEID (one task
+    /// per node, --nproc workers each), or make every task a rank (srun --ntasks-per-node K);
+    /// the orchestrator defaults to the first node, port 29500.
+    #[arg(long)]
+    pub slurm: bool,
 }
 
 impl Args {
@@ -153,19 +176,77 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cfg = args.resolve()?;
+    let mut cfg = args.resolve()?;
+    let launch = parallel::launch::resolve_launch(
+        &parallel::LaunchFlags {
+            nproc: args.nproc,
+            nnodes: args.nnodes,
+            node_rank: args.node_rank,
+            orchestrator: args.orchestrator.clone(),
+            slurm: args.slurm,
+        },
+        &|name| std::env::var(name).ok(),
+    )?;
+    // --grad-accum is per rank; the run records the step's micro-batches over all ranks.
+    cfg.grad_accum *= parallel::WorkerSpec::world_of(&launch);
+    let worker = match launch {
+        Launch::Single => None,
+        Launch::Launcher { .. } => {
+            // Check everything before starting any worker, so a bad flag is one clear error.
+            fp8_train::setup::resolve(&cfg)?;
+            let exe = std::env::current_exe()?;
+            let argv: Vec<_> = std::env::args_os().skip(1).collect();
+            let code = parallel::launch::run_workers(&launch, &exe, &argv)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Launch::Worker(w) => Some(w),
+    };
     let dev = fp8_train::backend::train_device(&cfg.device, args.compute_dtype)?;
+    let (_group, _scratch) = match &worker {
+        Some(w) => join_group(&mut cfg, w, args.resume)?,
+        None => (None, None),
+    };
+    let lead = worker.as_ref().is_none_or(|w| w.rank == 0);
     let mut progress = TrainProgress::default();
-    let summary = fp8_train::with_train_backend!(dev, |B, d| train::<B>(
-        &cfg,
-        &d,
-        args.resume,
-        &mut progress
-    ))?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let mut silent = fp8_train::Silent;
+    let observer: &mut dyn fp8_train::Observer = if lead { &mut progress } else { &mut silent };
+    let summary =
+        fp8_train::with_train_backend!(dev, |B, d| train::<B>(&cfg, &d, args.resume, observer))
+            .map_err(|e| match &worker {
+                Some(w) => e.context(format!("rank {} of {}", w.rank, w.world)),
+                None => e,
+            })?;
+    if lead {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
     Ok(if summary.diverged() {
         ExitCode::from(EXIT_DIVERGED)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Join the data-parallel group as `w.rank`: ranks other than 0 train in a private scratch
+/// directory (seeded with the run's checkpoints when resuming), rank 0 in the run directory.
+fn join_group(
+    cfg: &mut TrainConfig,
+    w: &WorkerSpec,
+    resume: bool,
+) -> anyhow::Result<(Option<parallel::GroupGuard>, Option<ScratchRunDir>)> {
+    let resolved = fp8_train::setup::resolve(cfg)?;
+    let scratch = if w.rank == 0 {
+        None
+    } else {
+        let s = ScratchRunDir::create(&resolved.run_dir(), w.rank, resume)?;
+        cfg.run_dir = Some(s.path.clone());
+        Some(s)
+    };
+    let link = parallel::wire::Link::join(
+        w.rank,
+        w.world,
+        &w.orchestrator,
+        &resolved.identity.id(),
+        w.timeout,
+    )?;
+    Ok((Some(parallel::activate(link, cfg.grad_accum)?), scratch))
 }
