@@ -9,7 +9,8 @@
 //!   checkpoints ([`checkpoint`]) and the summary as calls into [`session`]; progress goes to an
 //!   [`Observer`];
 //! - [`hessian`]: the loss Hessian's top eigenvalue;
-//! - [`sweep`]: the grid of a sweep file, run in this process or as worker processes;
+//! - [`sweep`]: the grid of a sweep file, run in this process or as worker processes, and
+//!   [`sweep_tb`]: its TensorBoard HParams and layout;
 //! - [`backend`]: the burn backends training runs on.
 //!
 //! Train one run and a small sweep in-process:
@@ -76,6 +77,7 @@ pub mod session;
 pub mod setup;
 pub mod step;
 pub mod sweep;
+pub mod sweep_tb;
 pub mod train;
 
 pub use config::TrainConfig;
