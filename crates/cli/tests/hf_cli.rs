@@ -212,7 +212,10 @@ fn logits_fine_tuning_and_export_agree_with_the_numpy_reference() {
         let vocab = want.len() / (shape[0] * shape[1]);
         assert_eq!(dims, [shape[0], shape[1], vocab], "{variant}");
         let err = worst(&got, &want);
-        assert!(err < 1e-4, "{variant}: fp8 logits differ from numpy by {err}");
+        assert!(
+            err < 1e-4,
+            "{variant}: fp8 logits differ from numpy by {err}"
+        );
 
         // Under a recipe: the fp32 recipe casts nothing (bit-identical); E8M3 truncation moves
         // the logits, but by far less than their spread.
@@ -250,12 +253,21 @@ fn logits_fine_tuning_and_export_agree_with_the_numpy_reference() {
         let run_s = run.to_str().unwrap();
         let (_, tuned) = logits(run_s, &tokens, &tmp.path().join("run.npy"), &[]);
         let err = worst(&tuned, &want);
-        assert!(err < 1e-4, "{variant}: fine-tuned run's logits moved by {err}");
+        assert!(
+            err < 1e-4,
+            "{variant}: fine-tuned run's logits moved by {err}"
+        );
 
         // Export the run; numpy reads the export as HF would, and fp8 loads it back exactly.
         let exp = tmp.path().join("exported");
         ok(
-            fp8(&["export", "--checkpoint", run_s, "--hf", exp.to_str().unwrap()]),
+            fp8(&[
+                "export",
+                "--checkpoint",
+                run_s,
+                "--hf",
+                exp.to_str().unwrap(),
+            ]),
             "fp8 export",
         );
         reference_py(&py, &["logits", exp.to_str().unwrap()]);
@@ -265,7 +277,10 @@ fn logits_fine_tuning_and_export_agree_with_the_numpy_reference() {
         let (_, again) = logits(&hf_exp, &tokens, &tmp.path().join("exp.npy"), &[]);
         assert_eq!(again, tuned, "{variant}: export → load is not exact");
         let err = worst(&again, &want2);
-        assert!(err < 1e-4, "{variant}: numpy on the export differs by {err}");
+        assert!(
+            err < 1e-4,
+            "{variant}: numpy on the export differs by {err}"
+        );
 
         // The same content elsewhere is the same run (same id); changed content is another.
         let copy = tmp.path().join("copy");
@@ -368,7 +383,10 @@ fn bad_checkpoints_tokens_and_targets_exit_2_naming_the_problem() {
         fine_tune(&spec, &run, "1e-2", 8),
         &["missing tensor `", "h.2.ln_1"],
     );
-    assert!(!run.exists(), "a failed load must not create the run directory");
+    assert!(
+        !run.exists(),
+        "a failed load must not create the run directory"
+    );
     fails_with(
         fp8(&["logits", "--model", &spec, "--tokens", t, o]),
         &["missing tensor `", "h.2.ln_1"],

@@ -40,7 +40,11 @@ fn check(patterns: &[u32]) {
     for (&u, &got) in patterns.iter().zip(&v) {
         let want = expected(u);
         let x = f32::from_bits(u);
-        assert_eq!(got.to_bits(), want, "x = {x:e} (bits {u:#010x}): got {got:e}");
+        assert_eq!(
+            got.to_bits(),
+            want,
+            "x = {x:e} (bits {u:#010x}): got {got:e}"
+        );
     }
     for &u in patterns.iter().step_by(4099) {
         let got = cast_scalar(f32::from_bits(u), &spec, 0).to_bits();

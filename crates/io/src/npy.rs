@@ -227,7 +227,8 @@ mod tests {
 
     /// A version 1.0 file with `descr` and `shape` (Python literals) and the given data bytes.
     fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         header.push('\n');
         let mut b = b"\x93NUMPY\x01\x00".to_vec();
         b.extend_from_slice(&(header.len() as u16).to_le_bytes());
@@ -245,13 +246,20 @@ mod tests {
         let a = parse_ints(&npy_bytes("<i4", "(2, 3)", &i4)).unwrap();
         assert_eq!(a.shape, [2, 3]);
         assert_eq!(a.data, [3, -1, 70000, 0, 5, 6]);
-        let i8: Vec<u8> = [1i64 << 40, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let i8: Vec<u8> = [1i64 << 40, 2]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let a = parse_ints(&npy_bytes("<i8", "(1, 2)", &i8)).unwrap();
         assert_eq!(a.data, [1i64 << 40, 2]);
         // Too few bytes for the shape, a float file, and big-endian ints are refused.
-        let e = parse_ints(&npy_bytes("<i8", "(2, 2)", &i8)).unwrap_err().to_string();
+        let e = parse_ints(&npy_bytes("<i8", "(2, 2)", &i8))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs 32 data bytes"), "{e}");
-        let e = parse_ints(&npy_bytes("<f4", "(2,)", &[0; 8])).unwrap_err().to_string();
+        let e = parse_ints(&npy_bytes("<f4", "(2,)", &[0; 8]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("int32") && e.contains("`<f4`"), "{e}");
         assert!(parse_ints(&npy_bytes(">i4", "(1,)", &[0; 4])).is_err());
         // And the float reader refuses ints.

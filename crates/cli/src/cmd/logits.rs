@@ -40,7 +40,8 @@ pub struct Args {
 fn load(spec: &str) -> anyhow::Result<(Model<Fwd>, ModelConfig)> {
     let device = Default::default();
     if let Some(dir) = fp8_models::hf::spec_dir(spec) {
-        let model = Model::<Fwd>::load_hf(dir, &device).with_context(|| format!("--model {spec}"))?;
+        let model =
+            Model::<Fwd>::load_hf(dir, &device).with_context(|| format!("--model {spec}"))?;
         let config = model.config.clone();
         return Ok((model, config));
     }

@@ -90,7 +90,10 @@ impl HfCheckpoint {
     }
 
     /// Load the checkpoint in `dir` as [`Model::load_hf`] does.
-    pub(crate) fn load_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<Model<B>, HfError> {
+    pub(crate) fn load_dir<B: Backend>(
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<Model<B>, HfError> {
         let (config, tensors, _) = read(dir)?;
         weights::model_from(&config, tensors, dir, device)
     }
