@@ -34,15 +34,6 @@ def round_trip(x, name):
     return y
 
 
-def e8m0_subnormal_bug(x, name):
-    """Inputs hit by a known fp8-formats bug: float8_e8m0fnu rounds positive float32 subnormals
-    in (2^-127, 1.5·2^-127) up to 2^-126 instead of down to 2^-127. The main tests leave them
-    out; test_ml_dtypes.py::test_e8m0_float32_subnormals keeps the bug visible (strict xfail)."""
-    if name != "float8_e8m0fnu":
-        return np.zeros(x.shape, bool)
-    return (x > np.float32(2.0**-127)) & (x < np.float32(1.5 * 2.0**-127))
-
-
 def assert_bits_equal(got, want, context=""):
     """Bit-for-bit equality of two float32 arrays (so NaN == NaN, and -0 != +0), naming the
     first few mismatching inputs when it fails."""

@@ -26,6 +26,12 @@ enum Command {
     /// Logit sharpness (Lee et al. 2024 §3.1) of a checkpoint on validation batches, as JSON;
     /// optionally dump the last-token logits and targets as .npy.
     Sharpness(crate::cmd::sharpness::Args),
+    /// Logits of a Hugging Face checkpoint or a trained run for token ids from a .npy file,
+    /// optionally under a recipe's forward casts; writes float32 .npy [B, T, V].
+    Logits(crate::cmd::logits::Args),
+    /// Export a run's trained model as a Hugging Face checkpoint (config.json and
+    /// model.safetensors) that transformers loads.
+    Export(crate::cmd::export::Args),
     /// Inspect a model config: parameter count, FLOPs per token, GEMM site names.
     Model(crate::cmd::model::Args),
     /// List the named number formats with their bias, range, epsilon and special values.
@@ -47,6 +53,8 @@ pub fn main() -> ExitCode {
         Command::Sweep(a) => crate::cmd::sweep::run(a),
         Command::Report(a) => crate::cmd::report::run(a),
         Command::Sharpness(a) => crate::cmd::sharpness::run(a),
+        Command::Logits(a) => crate::cmd::logits::run(a),
+        Command::Export(a) => crate::cmd::export::run(a),
         Command::Model(a) => crate::cmd::model::run(a),
         Command::Formats(a) => crate::cmd::formats::run(a),
         Command::Cast(a) => crate::cmd::cast::run(a),

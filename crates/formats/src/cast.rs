@@ -33,8 +33,8 @@
 //!   a zero of the *opposite* sign; we do the same so the default cast is bit-exact.
 //! - `fnuz` has no −0: results that round to zero are +0.
 //! - e8m0 (unsigned powers of two, no zero): ties round up (as ml_dtypes does), values below
-//!   2^−127 give 2^−127 (and, as in ml_dtypes, f32 subnormals above 2^−127 give 2^−126), and
-//!   zero, negatives, inf and NaN give NaN. It is a scale format, so it takes a simple scalar
+//!   2^−127 give 2^−127, f32 subnormals round to the nearer of 2^−127 and 2^−126 like every
+//!   other value, and zero, negatives, inf and NaN give NaN. It is a scale format, so it takes a simple scalar
 //!   path.
 //! - Without subnormals, results below min_normal flush to signed zero (the value is rounded
 //!   first, so a value that rounds up to min_normal survives).
@@ -403,8 +403,6 @@ pub(crate) fn cast_e8m0(x: f32, k: &Consts, index: u64) -> (u32, bool) {
     let e = v.log2().floor() as i32;
     let lo = 2f64.powi(e);
     let up = match k.rounding {
-        // ml_dtypes 0.6 sends every f32 subnormal above 2^-127 up to 2^-126; matched on purpose.
-        R_NEAREST | R_AWAY if x < f32::MIN_POSITIVE => e == -127 && v > lo,
         R_NEAREST | R_AWAY => v >= 1.5 * lo, // ties up, as ml_dtypes
         R_ZERO => false,
         _ => {

@@ -1,4 +1,5 @@
-//! A minimal reader/writer for float32 `.npy` files (NumPy format versions 1.0, 2.0 and 3.0).
+//! A minimal reader/writer for float32 `.npy` files (NumPy format versions 1.0, 2.0 and 3.0),
+//! and a reader for int32/int64 ones (token ids for `fp8 logits`).
 //!
 //! Why not a crate: the only thing `fp8 cast` needs is "little-endian f32, C order, any shape",
 //! and the format for that is a 10-to-12-byte preamble plus a Python-literal header. A small
@@ -26,6 +27,55 @@ pub fn read(path: &Path) -> Result<Array> {
 
 /// Parse the bytes of a float32 `.npy` file.
 pub fn parse(bytes: &[u8]) -> Result<Array> {
+    let (descr, shape, body) = split(bytes)?;
+    ensure!(
+        matches!(descr, "<f4" | "=f4" | "f4"),
+        "dtype is `{descr}`, expected little-endian float32 (`<f4`); convert with x.astype(np.float32)"
+    );
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Array { shape, data })
+}
+
+/// An integer array read by [`read_ints`]: C-order values widened to `i64`, and its shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntArray {
+    pub shape: Vec<usize>,
+    pub data: Vec<i64>,
+}
+
+/// Read a little-endian int32 or int64 `.npy` file (token ids).
+pub fn read_ints(path: &Path) -> Result<IntArray> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_ints(&bytes)
+        .with_context(|| format!("{} is not an int32 or int64 .npy file", path.display()))
+}
+
+/// Parse the bytes of a little-endian int32 or int64 `.npy` file.
+pub fn parse_ints(bytes: &[u8]) -> Result<IntArray> {
+    let (descr, shape, body) = split(bytes)?;
+    let data = match descr {
+        "<i4" | "=i4" | "i4" => body
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        "<i8" | "=i8" | "i8" => body
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("chunks of 8")))
+            .collect(),
+        _ => bail!(
+            "dtype is `{descr}`, expected little-endian int32 (`<i4`) or int64 (`<i8`); \
+             convert with x.astype(np.int64)"
+        ),
+    };
+    Ok(IntArray { shape, data })
+}
+
+/// The dtype descriptor, shape and data bytes of a C-order `.npy` file, the data's length
+/// checked against the shape and the descriptor's item size.
+fn split(bytes: &[u8]) -> Result<(&str, Vec<usize>, &[u8])> {
     ensure!(
         bytes.len() >= 10 && &bytes[..6] == MAGIC,
         "missing the \\x93NUMPY magic bytes"
@@ -49,10 +99,13 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
     let header = std::str::from_utf8(&bytes[start..end]).context("header is not text")?;
     let descr = dict_value(header, "descr")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    ensure!(
-        matches!(descr, "<f4" | "=f4" | "f4"),
-        "dtype is `{descr}`, expected little-endian float32 (`<f4`); convert with x.astype(np.float32)"
-    );
+    let item: usize = match descr.trim_start_matches(['<', '=', '|']) {
+        "f4" | "i4" => 4,
+        "i8" => 8,
+        _ => bail!(
+            "dtype is `{descr}`; supported: little-endian float32 (`<f4`), int32 (`<i4`), int64 (`<i8`)"
+        ),
+    };
     let fortran = dict_value(header, "fortran_order")?;
     match fortran {
         "False" => {}
@@ -65,17 +118,13 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .context("shape is too large")?;
     let body = &bytes[end..];
-    let need = n.checked_mul(4).context("shape is too large")?;
+    let need = n.checked_mul(item).context("shape is too large")?;
     ensure!(
         body.len() == need,
         "shape {shape:?} needs {need} data bytes but the file has {}",
         body.len()
     );
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Array { shape, data })
+    Ok((descr, shape, body))
 }
 
 /// The text of `key`'s value in the header dict, up to the next top-level comma or `}`.
@@ -174,6 +223,47 @@ mod tests {
             assert_eq!((b.len() - a.data.len() * 4) % 64, 0);
             assert_eq!(parse(&b).unwrap(), a);
         }
+    }
+
+    /// A version 1.0 file with `descr` and `shape` (Python literals) and the given data bytes.
+    fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        header.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn int32_and_int64_token_files() {
+        let i4: Vec<u8> = [3i32, -1, 70000, 0, 5, 6]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let a = parse_ints(&npy_bytes("<i4", "(2, 3)", &i4)).unwrap();
+        assert_eq!(a.shape, [2, 3]);
+        assert_eq!(a.data, [3, -1, 70000, 0, 5, 6]);
+        let i8: Vec<u8> = [1i64 << 40, 2]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let a = parse_ints(&npy_bytes("<i8", "(1, 2)", &i8)).unwrap();
+        assert_eq!(a.data, [1i64 << 40, 2]);
+        // Too few bytes for the shape, a float file, and big-endian ints are refused.
+        let e = parse_ints(&npy_bytes("<i8", "(2, 2)", &i8))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs 32 data bytes"), "{e}");
+        let e = parse_ints(&npy_bytes("<f4", "(2,)", &[0; 8]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("int32") && e.contains("`<f4`"), "{e}");
+        assert!(parse_ints(&npy_bytes(">i4", "(1,)", &[0; 4])).is_err());
+        // And the float reader refuses ints.
+        assert!(parse(&npy_bytes("<i4", "(2, 3)", &i4)).is_err());
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub struct ModelConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Neither a preset name nor a path ending in `.ron`.
-    #[error("unknown model preset `{name}`; presets are: {}; or pass a path to a .ron file", PRESETS.join(", "))]
+    #[error("unknown model preset `{name}`; presets are: {}; or pass a path to a .ron file, or hf:DIR for a Hugging Face checkpoint directory", PRESETS.join(", "))]
     UnknownPreset {
         /// What the user passed.
         name: String,
@@ -137,6 +137,9 @@ pub enum ConfigError {
     /// The values parse but do not describe a buildable model.
     #[error("invalid model config: {0}")]
     Invalid(String),
+    /// `hf:DIR` names a Hugging Face checkpoint whose `config.json` cannot be used.
+    #[error("{0}")]
+    Hf(Box<crate::hf::HfError>),
 }
 
 /// Names accepted by [`ModelConfig::preset`].
@@ -213,10 +216,15 @@ impl ModelConfig {
         })
     }
 
-    /// Resolve a preset name, or read a `.ron` file when `spec` is not a preset.
+    /// Resolve a preset name, read a `.ron` file when `spec` is not a preset, or read the
+    /// `config.json` of the Hugging Face checkpoint a spec `hf:DIR` names (the architecture
+    /// only: [`crate::HfCheckpoint`] reads the weights).
     ///
     /// The result is validated.
     pub fn from_preset_or_file(spec: &str) -> Result<Self, ConfigError> {
+        if let Some(dir) = crate::hf::spec_dir(spec) {
+            return Self::from_hf_dir(dir).map_err(|e| ConfigError::Hf(Box::new(e)));
+        }
         let config = match Self::preset(spec) {
             Some(c) => c,
             None => {

@@ -23,5 +23,5 @@ mod init;
 pub mod model;
 
 pub use config::{Arch, ConfigError, ModelConfig, PRESETS};
-pub use hf::HfError;
+pub use hf::{HfCheckpoint, HfError};
 pub use model::{cross_entropy, Diagnostics, Model};

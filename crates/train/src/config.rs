@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct TrainConfig {
     /// Recipe file (RON).
     pub recipe: PathBuf,
-    /// Model preset (`tiny`, `gpt2-mini`, `gpt2-124m`, `llama-120m`, …) or model RON file.
+    /// Model preset (`tiny`, `gpt2-mini`, `gpt2-124m`, `llama-120m`, …), model RON file, or
+    /// `hf:DIR`: a Hugging Face checkpoint (`config.json` and safetensors weights) to fine-tune.
     pub model: String,
     /// Data: `synthetic[:k=v,…]`, a text file or directory, `bpe:PATH[:VOCAB]`, or a directory of
     /// nanoGPT `train.bin`/`val.bin` shards.
@@ -146,12 +147,27 @@ impl TrainConfig {
         })
     }
 
+    /// The model's name in run directory names: the spec, or `hf-<directory name>` for a
+    /// Hugging Face checkpoint `hf:DIR` (its full path would make unreadable names).
+    pub fn model_name(&self) -> String {
+        match fp8_models::hf::spec_dir(&self.model) {
+            Some(dir) => {
+                let name = dir
+                    .canonicalize()
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+                format!("hf-{}", name.unwrap_or_else(|| "checkpoint".into()))
+            }
+            None => self.model.clone(),
+        }
+    }
+
     /// The readable part of a run directory's name: recipe, model, learning rate and seed.
     pub fn run_name_prefix(&self) -> String {
         format!(
             "{}-{}-lr{}-s{}",
             safe_name(&self.recipe_name()),
-            safe_name(&self.model),
+            safe_name(&self.model_name()),
             self.lr,
             self.seed
         )

@@ -2,7 +2,8 @@
 //!
 //! A run *is* its resolved configuration: the recipe's name and the *content* of its file (not
 //! its path), the resolved model configuration (preset or file, with the run's seed), the data
-//! spec, and every training option ([`TrainConfig`], without the run directory). Its id is the
+//! spec, and every training option (a Hugging Face checkpoint `hf:DIR` as the SHA-256 of its
+//! files, not its path) ([`TrainConfig`], without the run directory). Its id is the
 //! first 12 hex digits of the SHA-256 of that configuration serialized as JSON (fields in
 //! declaration order, f64 in shortest round-trip form), so it is stable across processes and
 //! machines. A run directory is named `<recipe>-<model>-lr<lr>-s<seed>-<id>` and holds the
@@ -47,9 +48,19 @@ struct Stored {
 }
 
 impl RunIdentity {
-    /// The identity of `cfg`, given the recipe text and the resolved model it names.
-    pub fn new(cfg: &TrainConfig, recipe_text: &str, model: &ModelConfig) -> Self {
+    /// The identity of `cfg`, given the recipe text and the resolved model it names, and for a
+    /// run that starts from a Hugging Face checkpoint (`model` = `hf:DIR`) the SHA-256 of its
+    /// content, which replaces the path in `options.model` as `hf:sha256:<hex>`.
+    pub fn new(
+        cfg: &TrainConfig,
+        recipe_text: &str,
+        model: &ModelConfig,
+        weights_sha256: Option<&str>,
+    ) -> Self {
         let mut options = cfg.clone();
+        if let Some(sha) = weights_sha256 {
+            options.model = format!("hf:sha256:{sha}");
+        }
         options.recipe = PathBuf::new();
         options.run_dir = None;
         options.recipe_label = None;
@@ -161,7 +172,7 @@ mod tests {
 
     fn identity(cfg: &TrainConfig) -> RunIdentity {
         let model = ModelConfig::preset("tiny").unwrap();
-        RunIdentity::new(cfg, "(kind: \"fp32\")\n", &model)
+        RunIdentity::new(cfg, "(kind: \"fp32\")\n", &model, None)
     }
 
     #[test]
@@ -184,6 +195,7 @@ mod tests {
             &a,
             "(kind: \"bf16\")\n",
             &ModelConfig::preset("tiny").unwrap(),
+            None,
         );
         assert_ne!(identity(&a).id(), d.id());
     }

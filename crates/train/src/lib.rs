@@ -10,7 +10,8 @@
 //!   [`Observer`];
 //! - [`hessian`]: the loss Hessian's top eigenvalue;
 //! - [`sweep`]: the grid of a sweep file, run in this process or as worker processes, with
-//!   [`ladder`]s of formats expanded into recipes;
+//!   [`ladder`]s of formats expanded into recipes, and [`sweep_tb`]: its TensorBoard HParams and
+//!   layout;
 //! - [`backend`]: the burn backends training runs on.
 //!
 //! Train one run and a small sweep in-process:
@@ -82,6 +83,7 @@ pub mod session;
 pub mod setup;
 pub mod step;
 pub mod sweep;
+pub mod sweep_tb;
 pub mod train;
 
 pub use config::TrainConfig;

@@ -72,11 +72,12 @@ pub fn open<'o, B: FusedAutodiffBackend>(
     let resolved = resolve(cfg)?;
     let data = resolved.load_data()?;
     let run_dir = resolved.run_dir();
+    // The model before the run directory: a checkpoint that fails to load leaves nothing.
+    B::seed(device, cfg.seed);
+    let mut model: Model<B> = resolved.init_model(device)?;
     let lock = open_run_dir(&resolved, &run_dir, resume)?;
     describe_run(&resolved, &run_dir)?;
 
-    B::seed(device, cfg.seed);
-    let mut model: Model<B> = resolved.model.init(device);
     let adamw = AdamWConfig::new()
         .with_beta_1(cfg.beta1 as f32)
         .with_beta_2(cfg.beta2 as f32)

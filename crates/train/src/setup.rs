@@ -1,12 +1,13 @@
 //! From a configuration to what a run needs: every option checked, the recipe read once (its
 //! text is part of the run's identity and is what gets built), the model configuration resolved
-//! with the run's seed, the run's identity and directory. Nothing here writes a file.
+//! with the run's seed (for `hf:DIR`, the checkpoint read, checked and hashed), the run's
+//! identity and directory. Nothing here writes a file.
 
 use crate::config::TrainConfig;
 use crate::identity::RunIdentity;
 use anyhow::{bail, Context};
 use fp8_io::data::{DataSpec, TokenDataset};
-use fp8_models::ModelConfig;
+use fp8_models::{HfCheckpoint, Model, ModelConfig};
 use std::path::PathBuf;
 
 /// A configuration with everything it names read and checked.
@@ -15,6 +16,8 @@ pub struct Resolved {
     /// The recipe file's text (built by [`Resolved::recipe`]).
     pub recipe_text: String,
     pub model: ModelConfig,
+    /// The Hugging Face checkpoint the run starts from (`model` = `hf:DIR`), checked and hashed.
+    pub hf: Option<HfCheckpoint>,
     pub identity: RunIdentity,
     pub data: DataSpec,
 }
@@ -29,8 +32,17 @@ pub fn resolve(cfg: &TrainConfig) -> anyhow::Result<Resolved> {
         .with_context(|| format!("cannot read recipe file {origin}"))?;
     // Built once here to report a bad recipe before any work; the run builds its own.
     fp8_core::recipe::from_ron_str(&recipe_text, &origin)?;
-    let mut model = ModelConfig::from_preset_or_file(&cfg.model)
-        .with_context(|| format!("`model` = {:?}", cfg.model))?;
+    let hf = match fp8_models::hf::spec_dir(&cfg.model) {
+        Some(dir) => {
+            Some(HfCheckpoint::open(dir).with_context(|| format!("`model` = {:?}", cfg.model))?)
+        }
+        None => None,
+    };
+    let mut model = match &hf {
+        Some(ckpt) => ckpt.config.clone(),
+        None => ModelConfig::from_preset_or_file(&cfg.model)
+            .with_context(|| format!("`model` = {:?}", cfg.model))?,
+    };
     // The run's seed draws the initial weights too, so a seed sweep varies initialization.
     model.seed = cfg.seed;
     crate::recipe_check::check(&recipe_text, &origin, &model.sites())?;
@@ -42,11 +54,13 @@ pub fn resolve(cfg: &TrainConfig) -> anyhow::Result<Resolved> {
         );
     }
     let data = DataSpec::parse(&cfg.data).with_context(|| format!("`data` = {:?}", cfg.data))?;
-    let identity = RunIdentity::new(cfg, &recipe_text, &model);
+    let weights = hf.as_ref().map(|c| c.sha256.as_str());
+    let identity = RunIdentity::new(cfg, &recipe_text, &model, weights);
     Ok(Resolved {
         cfg: cfg.clone(),
         recipe_text,
         model,
+        hf,
         identity,
         data,
     })
@@ -59,6 +73,20 @@ impl Resolved {
             .run_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs").join(self.identity.dir_name(&self.cfg)))
+    }
+
+    /// The model the run starts from: the HF checkpoint's weights, or a fresh initialization
+    /// from the run's seed.
+    pub fn init_model<B: burn::tensor::backend::Backend>(
+        &self,
+        device: &B::Device,
+    ) -> anyhow::Result<Model<B>> {
+        match &self.hf {
+            Some(ckpt) => ckpt
+                .load(device)
+                .with_context(|| format!("`model` = {:?}", self.cfg.model)),
+            None => Ok(self.model.init(device)),
+        }
     }
 
     /// A fresh instance of the recipe.

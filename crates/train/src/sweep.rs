@@ -514,6 +514,7 @@ pub fn run_in_process<B: FusedAutodiffBackend>(
         conclude(&grid, p, failure, out, (i + 1, of), &mut report, observer)?;
     }
     write_results(&grid, out)?;
+    crate::sweep_tb::write_tensorboard(&grid, out)?;
     Ok(report)
 }
 
@@ -560,6 +561,7 @@ pub fn run_workers(
         }
     }
     write_results(&grid, out)?;
+    crate::sweep_tb::write_tensorboard(&grid, out)?;
     Ok(report)
 }
 

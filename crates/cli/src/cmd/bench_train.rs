@@ -24,7 +24,7 @@ use fp8_core::fused::adamw::AdamWConfig;
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
-use fp8_models::{Model, ModelConfig};
+use fp8_models::{HfCheckpoint, Model, ModelConfig};
 use fp8_train::{optimizer_step, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,7 +34,7 @@ use std::time::Instant;
 /// Options of `fp8 bench train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Model preset or model RON file.
+    /// Model preset, model RON file, or hf:DIR (a Hugging Face checkpoint, weights loaded).
     #[arg(long, default_value = "gpt2-mini")]
     pub model: String,
     /// The recipe to measure (RON).
@@ -208,7 +208,13 @@ fn bench<B: FusedAutodiffBackend>(
         ..TrainConfig::default()
     };
     cfg.validate()?;
-    let mut model_cfg = ModelConfig::from_preset_or_file(&cfg.model)?;
+    let hf = fp8_models::hf::spec_dir(&cfg.model)
+        .map(HfCheckpoint::open)
+        .transpose()?;
+    let mut model_cfg = match &hf {
+        Some(ckpt) => ckpt.config.clone(),
+        None => ModelConfig::from_preset_or_file(&cfg.model)?,
+    };
     model_cfg.seed = cfg.seed;
     anyhow::ensure!(
         cfg.seq <= model_cfg.context,
@@ -229,7 +235,10 @@ fn bench<B: FusedAutodiffBackend>(
         B::seed(device, cfg.seed);
         runners.push(Runner {
             name: recipe_name(path),
-            model: Some(model_cfg.init::<B>(device)),
+            model: Some(match &hf {
+                Some(ckpt) => ckpt.load::<B>(device)?,
+                None => model_cfg.init::<B>(device),
+            }),
             optim: AdamWConfig::new()
                 .with_beta_1(cfg.beta1 as f32)
                 .with_beta_2(cfg.beta2 as f32)

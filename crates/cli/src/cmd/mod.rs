@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod bench_train;
 pub mod cast;
+pub mod export;
 pub mod formats;
+pub mod logits;
 pub mod model;
 pub mod recipes;
 pub mod report;

@@ -26,7 +26,8 @@ pub enum ModelCommand {
 /// `fp8 model info`
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// A preset (tiny, gpt2-mini, gpt2-124m, llama-120m, llama2-7b) or a model .ron file.
+    /// A preset (tiny, gpt2-mini, gpt2-124m, llama-120m, llama2-7b), a model .ron file, or hf:DIR
+    /// (a Hugging Face checkpoint's config.json).
     #[arg(long, short)]
     pub model: String,
     /// Print one JSON object instead of text.

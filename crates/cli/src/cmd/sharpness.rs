@@ -85,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The run directory and checkpoint directory `dir` names.
-fn locate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, LoopState)> {
+pub(crate) fn locate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, LoopState)> {
     if dir.join("config.ron").is_file() {
         let Some((ckpt, state)) = checkpoint::latest(dir)? else {
             bail!(

@@ -20,7 +20,8 @@ pub struct Args {
     /// A RON file holding any of the options below; flags given on the command line win.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Model preset (tiny, gpt2-mini, gpt2-124m, llama-120m, llama2-7b) or model RON file.
+    /// Model preset (tiny, gpt2-mini, gpt2-124m, llama-120m, llama2-7b), model RON file, or hf:DIR
+    /// (a Hugging Face checkpoint to fine-tune: architecture from config.json, weights loaded).
     #[arg(long)]
     pub model: Option<String>,
     /// Data: `synthetic[:vocab=V,order=K,tokens=N,seed=S]`, a text file or directory

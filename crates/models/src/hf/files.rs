@@ -128,11 +128,21 @@ fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>), HfError
 }
 
 /// Every tensor of the checkpoint in `dir`, converted to `f32` (from F32, F16, BF16 or F64).
-pub(crate) fn read_weights(dir: &Path) -> Result<BTreeMap<String, HostTensor>, HfError> {
+/// `seen` gets every file read (the index first if there is one, then the weight files in name
+/// order) with its bytes, for the checkpoint's content hash.
+pub(crate) fn read_weights(
+    dir: &Path,
+    seen: &mut dyn FnMut(&Path, &[u8]),
+) -> Result<BTreeMap<String, HostTensor>, HfError> {
     let (files, weight_map) = weight_files(dir)?;
+    if weight_map.is_some() {
+        let index = dir.join(INDEX);
+        seen(&index, &std::fs::read(&index).map_err(io(&index))?);
+    }
     let mut out = BTreeMap::new();
     for path in &files {
         let bytes = std::fs::read(path).map_err(io(path))?;
+        seen(path, &bytes);
         let file = SafeTensors::deserialize(&bytes).map_err(|e| HfError::Safetensors {
             path: path.clone(),
             message: e.to_string(),

@@ -19,13 +19,20 @@
 //! refuses; where this model has something the HF class lacks (QK-norm, GQA on GPT-2), export
 //! refuses. Smooth-SwiGLU is exact in f32 and exports as the plain SwiGLU it equals.
 //!
+//! A model spec `hf:DIR` (`fp8 train --model hf:DIR`, sweep files, `fp8 bench train`) names
+//! such a directory: [`HfCheckpoint`] reads and checks it once and hashes its content, so a
+//! run's identity holds the weights it starts from, not their path.
+//!
 //! Written on the `safetensors` crate directly rather than `burn-store`: the mapping fuses
 //! `q/k/v` and `gate/up` into one GEMM each and transposes `nn.Linear` weights, which is most of
 //! the code either way, and this keeps the error messages in HF's names.
 
+mod checkpoint;
 mod config;
 mod files;
 mod weights;
+
+pub use checkpoint::{spec_dir, HfCheckpoint, SPEC_PREFIX};
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +125,12 @@ pub enum HfError {
     /// The sizes in `config.json` do not describe a buildable model.
     #[error("config.json: {0}")]
     Config(#[from] ConfigError),
+    /// The checkpoint's files changed between checking and loading them.
+    #[error("{}: the checkpoint's files changed after it was checked; start again", dir.display())]
+    Changed {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
     /// The model has a feature the HF class cannot express.
     #[error("cannot export as a Hugging Face checkpoint: {0}")]
     Export(String),
@@ -140,9 +153,7 @@ impl ModelConfig {
 impl<B: Backend> Model<B> {
     /// Load the HF checkpoint in `dir` (see the [module docs](self)).
     pub fn load_hf(dir: &Path, device: &B::Device) -> Result<Self, HfError> {
-        let cfg = ModelConfig::from_hf_dir(dir)?;
-        let tensors = files::read_weights(dir)?;
-        weights::model_from(&cfg, tensors, dir, device)
+        checkpoint::HfCheckpoint::load_dir(dir, device)
     }
 
     /// Write `config.json` and `model.safetensors` (F32, HF names) into `dir`, creating it.
