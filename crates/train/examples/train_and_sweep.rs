@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         data: vec![cfg.data.clone()],
         baseline: None,
         train: Some(cfg.clone()),
+        slurm: None,
     };
     let report = run_in_process::<CpuTrain>(
         &sweep,

@@ -47,6 +47,7 @@
 //!     data: vec![cfg.data.clone()],
 //!     baseline: None,
 //!     train: Some(cfg.clone()),
+//!     slurm: None,
 //! };
 //! let out = dir.path().join("sweep");
 //! let report = run_in_process::<CpuTrain>(&sweep, &out, Shard::all(), &device, &mut Silent)?;
@@ -65,6 +66,7 @@ use fp8_recipes as _;
 
 pub mod backend;
 pub mod checkpoint;
+pub mod claim;
 pub mod config;
 pub mod eval;
 pub mod hessian;
