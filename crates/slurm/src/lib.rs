@@ -5,9 +5,11 @@
 //! - the **array** ([`render_array_script`]): task `i` of `N` runs
 //!   `fp8 sweep FILE --out DIR --shard i/N --jobs 1`, i.e. the grid points whose index is `i`
 //!   modulo `N`, one at a time;
-//! - the **collect job** ([`render_collect_script`]): `fp8 report DIR` (after an optional merge
-//!   command), submitted with `--dependency=afterany:<array id>` so that it runs once every task
-//!   has ended, however each ended, and a cancelled task still leaves a report of what finished.
+//! - the **collect job** ([`render_collect_script`]): `fp8 report DIR` after a merge command
+//!   (`fp8 sweep --slurm` passes `sweep FILE --out DIR --collect`, which rewrites
+//!   `results.jsonl` from every finished run), submitted with `--dependency=afterany:<array
+//!   id>` so that it runs once every task has ended, however each ended, and a cancelled task
+//!   still leaves a report of what finished.
 //!
 //! `--slurm --submit` writes both to `DIR/slurm/` ([`write_scripts`]) and submits them
 //! ([`submit`]), printing the two job ids. The tasks' and collect job's output files go to

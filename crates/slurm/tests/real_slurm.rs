@@ -1,128 +1,179 @@
-//! The Slurm machinery against a real Slurm: a one-node cluster on localhost
-//! (`scripts/slurm/cluster.sh`, Debian's `slurm-wlm` and `munge`), a sweep submitted as a job array
-//! plus an `afterany` collect job, one array task killed mid-point with `scancel`, the sweep
-//! re-submitted, then re-submitted once more after it finished.
+//! `fp8 sweep --slurm --submit` against a real Slurm: a one-node cluster on localhost
+//! (`scripts/slurm/cluster.sh`, Debian's `slurm-wlm` and `munge`), a tiny sweep (2 recipes × 2
+//! learning rates × 1 seed of the `tiny` model) submitted as a 2-task job array plus its
+//! `afterany` collect job, one array task killed mid-point with `scancel`, the sweep re-submitted,
+//! then re-submitted once more after it finished.
 //!
-//! Checked: every grid point finished exactly once (one result line, one `done` marker); the
-//! killed point was resumed from its last step by the re-submission; each task ran only its shard;
-//! the collect job ran after every array task had ended, also when one was cancelled (which
-//! `afterok` would not do); re-submitting a finished sweep changed nothing; and the final report
-//! equals that of a local run of the same sweep file. First of all, a submission to a partition
-//! that does not exist must fail with an error naming the command and quoting sbatch.
+//! Checked, through the real `fp8` binary:
+//! - `--slurm` alone prints both scripts and runs nothing; sbatch's refusal of a partition that
+//!   does not exist reaches the user (exit code 2, naming the command, quoting sbatch);
+//! - the collect job ran after every array task had ended, also when one was cancelled (which
+//!   `afterok` would not do), and its results list exactly the points that had finished;
+//! - the re-submission took the killed point over (its claim's holder was gone) and resumed it from
+//!   its checkpoint, and every grid point finished exactly once (one `finished` line in all the
+//!   tasks' output, one result line);
+//! - re-submitting the finished sweep ran nothing and changed no file;
+//! - the results equal, byte for byte (so the final losses bit for bit), and the report equals, a
+//!   local `fp8 sweep` of the same file.
 //!
-//! The sweep is run by a stand-in `fp8` (tests/standin-fp8.sh) that implements the shared-file-system
-//! claim protocol the real `fp8 sweep --shard` must follow; [`Subject`] is all the test knows about
-//! it, so swapping in the real executable means another `Subject`.
-//!
-//! Needs root and the Slurm and munge daemons and clients. Without them the test says why and
-//! passes, unless `CI` is set: `.ci/run` installs them (scripts/slurm/install-deps.sh), so there a
-//! missing piece fails the test.
+//! Needs root, the Slurm and munge daemons and clients, and the `fp8` binary (`$FP8_EXE`, else
+//! `fp8` in this test's target directory, which `cargo test --workspace` builds). Without them the
+//! test says why and passes, unless `CI` is set: `.ci/run` installs them
+//! (scripts/slurm/install-deps.sh), so there a missing piece fails the test.
 
-use fp8_slurm::{
-    render_array_script, render_collect_script, submit, write_scripts, Sbatch, ScriptFiles,
-    SlurmOptions, Submitted, SweepJob,
-};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime};
 
-/// The sweep under test: how to run it and how to read its output directory.
-struct Subject {
-    fp8_exe: PathBuf,
-    sweep_file: PathBuf,
-    /// Grid points, in grid order (shard `i/n` holds those whose index is `i` modulo `n`).
-    points: Vec<String>,
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-impl Subject {
-    /// The stand-in: 6 points of 6 steps of 0.2 s, so a task holds a point for about 1.2 s.
-    fn standin(dir: &Path) -> Subject {
-        let bin = dir.join("bin dir");
-        std::fs::create_dir_all(&bin).unwrap();
-        // A space in the directory tests the scripts' quoting. Not in the file name: Slurm's
-        // proctrack/linuxproc misreads /proc/PID/stat when the command name has a space, and such a
-        // process escapes `scancel` (seen with Slurm 22.05).
-        let fp8_exe = bin.join("fp8");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin-fp8.sh");
-        std::fs::copy(&source, &fp8_exe).unwrap();
-        let points: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
-        let sweep_file = dir.join("sweep file.txt");
-        let lines: String = points.iter().map(|p| format!("{p} 6 0.2\n")).collect();
-        std::fs::write(&sweep_file, lines).unwrap();
-        Subject {
-            fp8_exe,
-            sweep_file,
-            points,
-        }
+/// The `fp8` binary: `$FP8_EXE`, else `target/<profile>/fp8` next to this test's `deps/`.
+fn fp8_exe() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("FP8_EXE") {
+        return Ok(PathBuf::from(p));
     }
-
-    fn finished(&self, out: &Path, point: &str) -> bool {
-        out.join("done").join(point).exists()
-    }
-
-    /// Steps done of a point that is not finished.
-    fn progress(&self, out: &Path, point: &str) -> u32 {
-        std::fs::read_to_string(out.join("progress").join(point))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Result lines by point.
-    fn results(&self, out: &Path) -> BTreeMap<String, Vec<ResultLine>> {
-        let mut by_point: BTreeMap<String, Vec<ResultLine>> = BTreeMap::new();
-        let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap_or_default();
-        for line in text.lines() {
-            let r = ResultLine::parse(line);
-            by_point.entry(r.point.clone()).or_default().push(r);
-        }
-        by_point
-    }
-
-    fn report(&self, out: &Path) -> String {
-        std::fs::read_to_string(out.join("report.txt")).unwrap_or_default()
-    }
-
-    /// Start times (ns) of the collect jobs that ran, by job id.
-    fn collect_starts(&self, out: &Path) -> BTreeMap<String, u128> {
-        let text = std::fs::read_to_string(out.join("collect.log")).unwrap_or_default();
-        text.lines()
-            .map(|l| {
-                let (job, ns) = l.split_once(' ').unwrap();
-                (job.to_owned(), ns.parse().unwrap())
-            })
-            .collect()
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = me
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("fp8"))
+        .ok_or("no target directory")?;
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "no fp8 binary at {} (build it with `cargo build --release -p fp8-cli`, or set FP8_EXE)",
+            exe.display()
+        ))
     }
 }
 
-/// One line of the stand-in's results.jsonl.
-#[derive(Debug)]
-struct ResultLine {
-    point: String,
-    array_job: String,
-    task: String,
-    resumed_from: u32,
-    end_ns: u128,
+/// Steps of each point: enough that a point runs for a few seconds, so that a task can be
+/// caught part-way through one.
+const STEPS: u64 = 400;
+const TASKS: usize = 2;
+
+/// The sweep: 4 points, 2 array tasks (from the file's `slurm:` section).
+fn write_sweep(dir: &Path) -> PathBuf {
+    let recipe = |name: &str| {
+        repo()
+            .join("recipes")
+            .join(format!("{name}.ron"))
+            .canonicalize()
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let text = format!(
+        r#"(
+    recipes: ["{}", "{}"],
+    learning_rates: [1e-2, 3e-2],
+    seeds: [1],
+    steps: {STEPS},
+    models: ["tiny"],
+    data: ["synthetic:vocab=64,order=1,tokens=20000"],
+    train: (
+        batch: 4,
+        seq: 16,
+        warmup: 2,
+        eval_every: 100,
+        eval_batches: 1,
+        log_every: 20,
+        checkpoint_every: 20,
+        histogram_every: 0,
+    ),
+    slurm: (array_size: {TASKS}, job_name: "fp8-test"),
+)"#,
+        recipe("fp32"),
+        recipe("bf16"),
+    );
+    let path = dir.join("tiny sweep.ron");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-impl ResultLine {
-    fn parse(line: &str) -> ResultLine {
-        let field = |key: &str| -> String {
-            let start = line.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
-            let rest = &line[start..];
-            let end = rest.find([',', '}']).unwrap();
-            rest[..end].trim_matches('"').to_owned()
-        };
-        ResultLine {
-            point: field("point"),
-            array_job: field("array_job"),
-            task: field("task"),
-            resumed_from: field("resumed_from").parse().unwrap(),
-            end_ns: field("end_ns").parse().unwrap(),
+/// The run directories of a sweep output directory, by name.
+fn run_dirs(out: &Path) -> BTreeMap<String, PathBuf> {
+    let Ok(entries) = std::fs::read_dir(out.join("runs")) else {
+        return BTreeMap::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+        .collect()
+}
+
+fn finished(run_dir: &Path) -> bool {
+    run_dir.join("summary.json").exists()
+}
+
+/// The step of a run's latest checkpoint (`checkpoints/latest` names `step-NNNNNNNN`).
+fn checkpoint_step(run_dir: &Path) -> Option<u64> {
+    let name = std::fs::read_to_string(run_dir.join("checkpoints/latest")).ok()?;
+    name.trim().strip_prefix("step-")?.parse().ok()
+}
+
+/// The point a claim of Slurm job `job` (`ARRAY_TASK`) holds, if any.
+fn claimed_by(out: &Path, job: &str) -> Vec<String> {
+    let Ok(points) = std::fs::read_dir(out.join("claims")) else {
+        return Vec::new();
+    };
+    let mut held = Vec::new();
+    for p in points {
+        let p = p.unwrap().path();
+        for g in std::fs::read_dir(&p).into_iter().flatten() {
+            let text = std::fs::read_to_string(g.unwrap().path()).unwrap_or_default();
+            if text.contains(&format!("\"slurm_job\":\"{job}\"")) {
+                held.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
         }
     }
+    held
+}
+
+/// results.jsonl lines, by run directory.
+fn results(out: &Path) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut by_run: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap_or_default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let dir = v["run_dir"].as_str().unwrap().to_owned();
+        by_run.entry(dir).or_default().push(v);
+    }
+    by_run
+}
+
+/// Every array task's output so far (`OUT/slurm/array-<job>_<task>.out`), by file name.
+fn task_logs(out: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(out.join("slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("array-") && n.ends_with(".out")
+        })
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+        })
+        .collect()
+}
+
+fn summary_times(out: &Path) -> BTreeMap<String, SystemTime> {
+    run_dirs(out)
+        .into_iter()
+        .filter_map(|(n, d)| {
+            let t = std::fs::metadata(d.join("summary.json"))
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((n, t))
+        })
+        .collect()
 }
 
 const TOOLS: [&str; 10] = [
@@ -180,7 +231,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path, path: &OsString) -> Cluster {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm/cluster.sh");
+        let script = repo().join("scripts/slurm/cluster.sh");
         let cluster = Cluster {
             script,
             dir: dir.to_owned(),
@@ -225,13 +276,6 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn sbatch(&self) -> Sbatch {
-        Sbatch {
-            program: "sbatch".into(),
-            env: self.env.clone(),
-        }
-    }
-
     /// Finished jobs, from jobcomp/filetxt: one `key=value` map per job or array task.
     fn finished_jobs(&self) -> Vec<BTreeMap<String, String>> {
         let text = std::fs::read_to_string(self.dir.join("log/jobcomp.txt")).unwrap_or_default();
@@ -264,12 +308,10 @@ impl Cluster {
     }
 
     /// Wait until the collect job of `ids` has ended (it ends after the whole array).
-    fn wait_done(&self, ids: &Submitted, timeout: Duration) {
-        wait_for(
-            timeout,
-            &format!("collect job {} to end", ids.collect),
-            || self.job_record(ids.collect.id).is_some(),
-        );
+    fn wait_done(&self, collect: u64, timeout: Duration) {
+        wait_for(timeout, &format!("collect job {collect} to end"), || {
+            self.job_record(collect).is_some()
+        });
     }
 }
 
@@ -298,18 +340,76 @@ fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-const TASKS: u32 = 3;
+/// Runs `fp8` in `dir` with the cluster's environment.
+struct Fp8 {
+    exe: PathBuf,
+    dir: PathBuf,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Fp8 {
+    fn output(&self, args: &[&str]) -> Output {
+        Command::new(&self.exe)
+            .args(args)
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "fp8 {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `fp8 sweep … --slurm --submit`: the array's and the collect job's ids.
+    fn submit(&self, sweep: &str, out: &str) -> (u64, u64) {
+        let o = self.ok(&[
+            "sweep",
+            sweep,
+            "--out",
+            out,
+            "--slurm",
+            "--submit",
+            "--slurm-max-concurrent",
+            "2",
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        let id = |what: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(what))
+                .unwrap_or_else(|| panic!("no `{what}` line in {text}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let ids = (id("array job "), id("collect job "));
+        eprintln!("submitted array {} and collect {}", ids.0, ids.1);
+        ids
+    }
+}
 
 #[test]
 fn a_killed_task_is_resumed_by_resubmission_and_every_point_runs_once() {
     let path = path_with_sbin();
-    if let Some(why) = missing_prerequisites(&path) {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI is set but the real-Slurm test cannot run: {why}");
+    let ready = missing_prerequisites(&path).map_or_else(fp8_exe, Err);
+    let exe = match ready {
+        Ok(exe) => exe,
+        Err(why) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but the real-Slurm test cannot run: {why}");
+            }
+            eprintln!("skipped: real_slurm: {why}");
+            return;
         }
-        eprintln!("skipped: real_slurm: {why}");
-        return;
-    }
+    };
+    let started = Instant::now();
     // FP8_SLURM_TEST_KEEP=1 keeps the directory (cluster logs, job output) for a look afterwards.
     let tmp = tempfile::Builder::new()
         .prefix("fp8-real-slurm")
@@ -317,48 +417,63 @@ fn a_killed_task_is_resumed_by_resubmission_and_every_point_runs_once() {
         .tempdir()
         .unwrap();
     eprintln!("real_slurm: working in {}", tmp.path().display());
-    let subject = Subject::standin(tmp.path());
+    // A space in the directory names tests the scripts' quoting.
+    let work = tmp.path().join("work dir");
+    std::fs::create_dir_all(&work).unwrap();
+    let sweep_path = write_sweep(&work);
+    let sweep = sweep_path.to_str().unwrap();
     let cluster = Cluster::start(&tmp.path().join("cluster"), &path);
+    let fp8 = Fp8 {
+        exe,
+        dir: work.clone(),
+        env: cluster.env.clone(),
+    };
 
-    // A local run of the same sweep, for the final comparison (it only sleeps: run it meanwhile).
-    let local_out = tmp.path().join("local out");
-    let sweep_file = subject.sweep_file.to_str().unwrap();
-    let local_dir = local_out.to_str().unwrap();
-    let local = Command::new(&subject.fp8_exe)
+    // A local run of the same file, for the final comparison; it runs while the cluster works.
+    let local_out = work.join("local out");
+    let local = Command::new(&fp8.exe)
         .args([
-            "sweep", sweep_file, "--out", local_dir, "--shard", "0/1", "--jobs", "1",
+            "sweep",
+            sweep,
+            "--out",
+            local_out.to_str().unwrap(),
+            "--jobs",
+            "1",
         ])
+        .current_dir(&work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
 
-    let out = tmp.path().join("sweep out");
-    let opts = SlurmOptions {
-        array_size: Some(TASKS),
-        max_concurrent: Some(2),
-        ..Default::default()
-    };
-    let job = SweepJob {
-        fp8_exe: subject.fp8_exe.clone(),
-        sweep_file: subject.sweep_file.clone(),
-        out_dir: out.clone(),
-        workdir: tmp.path().to_owned(),
-        tasks: opts.array_tasks(subject.points.len()),
-    };
-    assert_eq!(job.tasks, TASKS);
-    // 0. sbatch's own refusal reaches the caller, naming the command and quoting sbatch.
-    let bad = SlurmOptions {
-        partition: Some("no-such-partition".into()),
-        ..opts.clone()
-    };
-    let bad_scripts = write_scripts(
-        &job,
-        &render_array_script(&bad, &job).unwrap(),
-        &render_collect_script(&bad, &job, &[]).unwrap(),
-    )
-    .unwrap();
-    let err = submit(&cluster.sbatch(), &bad_scripts)
-        .unwrap_err()
-        .to_string();
+    let out = work.join("sweep out");
+    let out_arg = out.to_str().unwrap();
+    // 0. `--slurm` alone prints the scripts and runs nothing; a bad partition is sbatch's error.
+    let printed = fp8.ok(&["sweep", sweep, "--out", out_arg, "--slurm"]);
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    for expected in [
+        "#SBATCH --array=0-1\n",
+        "#SBATCH --job-name=fp8-test\n",
+        "--shard \"$SLURM_ARRAY_TASK_ID/2\" --jobs 1\n",
+        "#SBATCH --job-name=fp8-test-collect\n",
+        " --collect\n",
+        " report ",
+    ] {
+        assert!(printed.contains(expected), "no {expected:?} in\n{printed}");
+    }
+    assert!(!out.join("runs").exists(), "--slurm alone ran something");
+    let bad = fp8.output(&[
+        "sweep",
+        sweep,
+        "--out",
+        out_arg,
+        "--slurm",
+        "--submit",
+        "--slurm-partition",
+        "no-such-partition",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(
         err.contains("sbatch --parsable") && err.contains("array.sbatch"),
         "{err}"
@@ -368,136 +483,150 @@ fn a_killed_task_is_resumed_by_resubmission_and_every_point_runs_once() {
         "{err}"
     );
 
-    let scripts = write_scripts(
-        &job,
-        &render_array_script(&opts, &job).unwrap(),
-        &render_collect_script(&opts, &job, &[]).unwrap(),
-    )
-    .unwrap();
-    let submit_now = |scripts: &ScriptFiles| -> Submitted {
-        let ids = submit(&cluster.sbatch(), scripts).unwrap();
-        eprintln!("submitted array {} and collect {}", ids.array, ids.collect);
-        ids
-    };
-
-    // 1. Submit; kill task 1 while it is in the middle of one of its points.
-    let first = submit_now(&scripts);
-    let shard1: Vec<&String> = subject
-        .points
-        .iter()
-        .skip(1)
-        .step_by(TASKS as usize)
-        .collect();
+    // 1. Submit; kill task 1 while it is part-way through one of its points.
+    let (array, collect) = fp8.submit(sweep, out_arg);
+    let task1 = format!("{array}_1");
     let mut victim = String::new();
     wait_for(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         "task 1 to be part-way through a point",
         || {
-            let busy = shard1
-                .iter()
-                .find(|p| !subject.finished(&out, p) && subject.progress(&out, p) >= 1);
+            let dirs = run_dirs(&out);
+            let busy = claimed_by(&out, &task1).into_iter().find(|p| {
+                dirs.get(p).is_some_and(|d| {
+                    !finished(d) && checkpoint_step(d).is_some_and(|s| s <= STEPS / 2)
+                })
+            });
             match busy {
                 Some(p) => {
-                    victim = (*p).clone();
+                    victim = p;
                     true
                 }
                 None => false,
             }
         },
     );
-    cluster.run("scancel", &[&format!("{}_1", first.array.id)]);
-    cluster.wait_done(&first, Duration::from_secs(90));
+    cluster.run("scancel", &[&task1]);
+    cluster.wait_done(collect, Duration::from_secs(180));
 
-    let tasks = cluster.array_records(first.array.id);
+    let tasks = cluster.array_records(array);
     let states: Vec<&str> = tasks.iter().map(|t| t["JobState"].as_str()).collect();
-    assert_eq!(states, ["COMPLETED", "CANCELLED", "COMPLETED"], "{tasks:?}");
-    let stopped_at = subject.progress(&out, &victim);
+    assert_eq!(states, ["COMPLETED", "CANCELLED"], "{tasks:?}");
+    let victim_dir = out.join("runs").join(&victim);
     assert!(
-        !subject.finished(&out, &victim),
+        !finished(&victim_dir),
         "{victim} finished although its task was killed"
     );
+    let stopped_at = checkpoint_step(&victim_dir).unwrap();
     assert!(
-        (1..6).contains(&stopped_at),
-        "{victim} stopped at step {stopped_at}"
+        stopped_at > 0 && stopped_at < STEPS,
+        "{victim} at {stopped_at}"
     );
     // afterany: the collect job ran although a task was cancelled, and only after every task.
-    let collect = cluster.job_record(first.collect.id).unwrap();
-    assert_eq!(collect["JobState"], "COMPLETED", "{collect:?}");
+    let record = cluster.job_record(collect).unwrap();
+    assert_eq!(record["JobState"], "COMPLETED", "{record:?}");
     let last_task_end = tasks.iter().map(|t| t["EndTime"].clone()).max().unwrap();
     assert!(
-        collect["StartTime"] >= last_task_end,
-        "{collect:?} vs {tasks:?}"
+        record["StartTime"] >= last_task_end,
+        "{record:?} vs {tasks:?}"
     );
-    let starts = subject.collect_starts(&out);
-    let first_collect_ns = starts[&first.collect.id.to_string()];
-    let results = subject.results(&out);
-    assert!(results
-        .values()
-        .flatten()
-        .all(|r| r.end_ns < first_collect_ns));
-    let report = subject.report(&out);
-    let expected_report: String = results.keys().map(|p| format!("{p} 1\n")).collect();
-    assert_eq!(
-        report, expected_report,
-        "the first report lists what had finished"
-    );
-    assert!(!results.contains_key(&victim));
+    // Its results are exactly the points that had finished, and it wrote the report.
+    let done: BTreeSet<String> = run_dirs(&out)
+        .into_iter()
+        .filter(|(_, d)| finished(d))
+        .map(|(n, _)| format!("runs/{n}"))
+        .collect();
+    let listed: BTreeSet<String> = results(&out).into_keys().collect();
+    assert_eq!(listed, done, "the first collect job's results");
+    assert!(!done.contains(&format!("runs/{victim}")));
+    assert!(out.join("report.md").exists());
 
     // 2. Re-submit: the killed point is taken over and resumed, the rest is skipped.
-    let second = submit_now(&scripts);
-    cluster.wait_done(&second, Duration::from_secs(90));
-    let results = subject.results(&out);
-    for (i, p) in subject.points.iter().enumerate() {
-        let runs = results.get(p).map_or(&[][..], |r| &r[..]);
-        assert_eq!(
-            runs.len(),
-            1,
-            "{p} has {} result lines: {runs:?}",
-            runs.len()
-        );
-        assert!(subject.finished(&out, p), "{p} has no done marker");
-        assert_eq!(
-            runs[0].task,
-            (i as u32 % TASKS).to_string(),
-            "{p} ran outside its shard"
-        );
-    }
-    let resumed = &results[&victim][0];
-    assert_eq!(resumed.array_job, second.array.id.to_string());
-    assert_eq!(
-        resumed.resumed_from, stopped_at,
-        "{victim} did not resume from its progress"
-    );
-    assert!(
-        out.join("claims").join(&victim).join("1").exists(),
-        "the stale claim was not taken over"
-    );
-    let second_tasks = cluster.array_records(second.array.id);
+    let (array2, collect2) = fp8.submit(sweep, out_arg);
+    cluster.wait_done(collect2, Duration::from_secs(180));
+    let second_tasks = cluster.array_records(array2);
     assert!(
         second_tasks.iter().all(|t| t["JobState"] == "COMPLETED"),
         "{second_tasks:?}"
     );
-
-    // 3. Re-submit the finished sweep: nothing runs again.
-    let before = std::fs::read(out.join("results.jsonl")).unwrap();
-    let third = submit_now(&scripts);
-    cluster.wait_done(&third, Duration::from_secs(90));
-    assert_eq!(std::fs::read(out.join("results.jsonl")).unwrap(), before);
-    assert_eq!(
-        subject.collect_starts(&out).len(),
-        3,
-        "one report per submission"
+    let dirs = run_dirs(&out);
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+    let logs = task_logs(&out);
+    let all_output: String = logs.values().cloned().collect();
+    for (name, dir) in &dirs {
+        assert!(finished(dir), "{name} did not finish");
+        // Exactly once: one `finished` line in all the tasks' output of both submissions.
+        let lines: Vec<&str> = all_output
+            .lines()
+            .filter(|l| l.contains(&format!("] {name}: ")) && l.contains("final loss"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+    }
+    let takeover = &logs[&format!("array-{array2}_1.out")];
+    assert!(
+        takeover.contains(&format!("{victim} was claimed by pid"))
+            && takeover.contains(&format!(
+                "(Slurm job {task1}), which is gone; taking it over"
+            )),
+        "{takeover}"
     );
-
-    // The final report is the local run's.
-    let local = local.wait_with_output().unwrap();
-    assert!(local.status.success());
-    let status = Command::new(&subject.fp8_exe)
-        .args(["report", local_dir])
-        .status()
+    let train_log = std::fs::read_to_string(victim_dir.join("train.log")).unwrap();
+    let resumed_at: u64 = train_log
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("resuming {} at step ", victim_dir.display())))
+        .unwrap_or_else(|| panic!("{victim} was not resumed:\n{train_log}"))
+        .trim()
+        .parse()
         .unwrap();
-    assert!(status.success());
-    let local_report = subject.report(&local_out);
-    assert_eq!(local_report.lines().count(), subject.points.len());
-    assert_eq!(subject.report(&out), local_report);
+    assert!(
+        resumed_at >= stopped_at && resumed_at < STEPS,
+        "{victim} resumed at {resumed_at}, stopped at {stopped_at}"
+    );
+    let merged = results(&out);
+    assert_eq!(merged.len(), 4, "{merged:?}");
+    assert!(merged.values().all(|r| r.len() == 1), "{merged:?}");
+
+    // 3. Re-submit the finished sweep: nothing runs, no result or summary changes.
+    let before = std::fs::read(out.join("results.jsonl")).unwrap();
+    let summaries = summary_times(&out);
+    let (array3, collect3) = fp8.submit(sweep, out_arg);
+    cluster.wait_done(collect3, Duration::from_secs(180));
+    assert_eq!(std::fs::read(out.join("results.jsonl")).unwrap(), before);
+    assert_eq!(summary_times(&out), summaries);
+    let logs = task_logs(&out);
+    for t in 0..TASKS {
+        let log = &logs[&format!("array-{array3}_{t}.out")];
+        assert!(log.contains("already finished, 0 to run"), "{log}");
+    }
+
+    // The results and the report are the local run's.
+    let local = local.wait_with_output().unwrap();
+    assert!(
+        local.status.success(),
+        "local sweep: {}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let local_results = results(&local_out);
+    assert_eq!(
+        local_results.keys().collect::<Vec<_>>(),
+        merged.keys().collect::<Vec<_>>()
+    );
+    for (run, r) in &merged {
+        let l = &local_results[run][0];
+        assert_eq!(
+            r[0]["final_loss"].as_f64().map(f64::to_bits),
+            l["final_loss"].as_f64().map(f64::to_bits),
+            "{run}"
+        );
+    }
+    assert_eq!(
+        String::from_utf8(before).unwrap(),
+        std::fs::read_to_string(local_out.join("results.jsonl")).unwrap()
+    );
+    fp8.ok(&["report", local_out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
+        std::fs::read_to_string(local_out.join("report.md")).unwrap()
+    );
+    eprintln!("real_slurm: done in {:.0?}", started.elapsed());
 }

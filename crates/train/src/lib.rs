@@ -68,6 +68,7 @@ use fp8_recipes as _;
 
 pub mod backend;
 pub mod checkpoint;
+pub mod claim;
 pub mod config;
 pub mod diagnostics;
 pub mod eval;

@@ -13,11 +13,15 @@
 //! the identity stored there is the point's; a point with a damaged file is run again (resumed
 //! from its newest intact checkpoint), never stopping the sweep. Any other point is started with
 //! `resume`, so an interrupted run continues from its last checkpoint. `--shard i/n` takes the
-//! points whose grid index is `i` modulo `n`, so job arrays cover the grid exactly once. After
-//! each run, its line is appended to `OUT/results.jsonl`; at the end the file is rewritten
-//! (atomically) from every finished point so that loss gaps to the baseline (same model, data,
-//! learning rate and seed) are complete.
+//! points whose grid index is `i` modulo `n`, so job arrays cover the grid exactly once. Before a
+//! point runs it is claimed (`OUT/claims/<run name>/`, see [`crate::claim`]), so runners sharing
+//! `OUT` never run one point at once and a dead runner's point is taken over. After each run, its
+//! line is appended to `OUT/results.jsonl`; at the end of a run of the whole grid (one shard) the
+//! file is rewritten (atomically) from every finished point so that loss gaps to the baseline
+//! (same model, data, learning rate and seed) are complete. A shard of several leaves that to a
+//! collect step ([`write_results`], `fp8 sweep --collect`): its view of the grid is partial.
 
+use crate::claim::{Claim, ClaimRules, Claimed};
 use crate::config::TrainConfig;
 use crate::identity::RunIdentity;
 use crate::ladder::Ladder;
@@ -56,6 +60,9 @@ pub struct SweepFile {
     /// Every other training option, as in an `fp8 train --config` file.
     #[serde(default)]
     pub train: Option<TrainConfig>,
+    /// Cluster options of `fp8 sweep --slurm` (flags override them); ignored otherwise.
+    #[serde(default)]
+    pub slurm: Option<fp8_slurm::SlurmOptions>,
 }
 
 impl SweepFile {
@@ -402,6 +409,8 @@ pub struct SweepReport {
     pub finished: usize,
     /// Run names of the points that failed.
     pub failed: Vec<String>,
+    /// Points left to another runner that holds their claim.
+    pub held_elsewhere: usize,
     /// Grid entries dropped as exact duplicates.
     pub duplicates: usize,
 }
@@ -508,13 +517,18 @@ pub fn run_in_process<B: FusedAutodiffBackend>(
     let (grid, todo, mut report) = plan(sweep, out, shard, 1, observer)?;
     let of = todo.len();
     for (i, p) in todo.iter().enumerate() {
+        let Some(_claim) = claim_point(p, out, &mut report, observer)? else {
+            continue;
+        };
         let failure = crate::train::train::<B>(&p.config, device, true, &mut Silent)
             .err()
             .map(|e| format!("{e:#}"));
         conclude(&grid, p, failure, out, (i + 1, of), &mut report, observer)?;
     }
-    write_results(&grid, out)?;
-    crate::sweep_tb::write_tensorboard(&grid, out)?;
+    if shard.count == 1 {
+        write_results(&grid, out)?;
+        crate::sweep_tb::write_tensorboard(&grid, out)?;
+    }
     Ok(report)
 }
 
@@ -531,13 +545,16 @@ pub fn run_workers(
     let (grid, todo, mut report) = plan(sweep, out, shard, jobs, observer)?;
     let of = todo.len();
     let mut queue = todo.into_iter();
-    let mut running: Vec<(SweepPoint, std::process::Child)> = Vec::new();
+    let mut running: Vec<(SweepPoint, std::process::Child, Claim)> = Vec::new();
     let mut done = 0;
     loop {
         while running.len() < jobs {
             let Some(p) = queue.next() else { break };
+            let Some(claim) = claim_point(&p, out, &mut report, observer)? else {
+                continue;
+            };
             let child = spawn(&p.config, exe)?;
-            running.push((p, child));
+            running.push((p, child, claim));
         }
         if running.is_empty() {
             break;
@@ -546,7 +563,7 @@ pub fn run_workers(
         let mut i = 0;
         while i < running.len() {
             if let Some(exit) = running[i].1.try_wait()? {
-                let (p, _) = running.swap_remove(i);
+                let (p, _, _claim) = running.swap_remove(i);
                 done += 1;
                 let failure = (!exit.success() && exit.code() != Some(3)).then(|| {
                     format!(
@@ -560,9 +577,47 @@ pub fn run_workers(
             }
         }
     }
-    write_results(&grid, out)?;
-    crate::sweep_tb::write_tensorboard(&grid, out)?;
+    if shard.count == 1 {
+        write_results(&grid, out)?;
+        crate::sweep_tb::write_tensorboard(&grid, out)?;
+    }
     Ok(report)
+}
+
+/// Claim `point` for this runner (see [`crate::claim`]). `None`, counted in the report, when
+/// another runner holds it, or finished it between [`plan`] and the claim.
+fn claim_point(
+    point: &SweepPoint,
+    out: &Path,
+    report: &mut SweepReport,
+    observer: &mut dyn SweepObserver,
+) -> anyhow::Result<Option<Claim>> {
+    let name = point.name();
+    let dir = out.join("claims").join(&name);
+    match crate::claim::claim(&dir, &ClaimRules::default())? {
+        Claimed::Held(holder) => {
+            let by = holder.map_or_else(|| "another runner".into(), |h| h.to_string());
+            observer.note(&format!("{name} is being run by {by}; left to it"));
+            report.held_elsewhere += 1;
+            Ok(None)
+        }
+        Claimed::Won(claim) => {
+            if let Some(gone) = claim.taken_over() {
+                let by = gone
+                    .as_ref()
+                    .map_or_else(|| "a runner".into(), |h| h.to_string());
+                observer.note(&format!(
+                    "{name} was claimed by {by}, which is gone; taking it over (claim {})",
+                    claim.generation()
+                ));
+            }
+            if matches!(status(point), PointStatus::Finished(_)) {
+                report.skipped += 1;
+                return Ok(None);
+            }
+            Ok(Some(claim))
+        }
+    }
 }
 
 /// Start `exe train --config <run dir>/sweep-config.ron --resume`, logging into the run
