@@ -135,13 +135,16 @@ pub struct Curves {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "nan_for_null_map"
     )]
-    pub diagnostics: BTreeMap<String, Vec<(u64, f64)>>,
+    pub diagnostics: SeriesMap,
 }
+
+/// Named series of `(step, value)` points.
+pub type SeriesMap = BTreeMap<String, Vec<(u64, f64)>>;
 
 /// Reads a map of series whose non-finite values serde_json wrote as `null` (as NaN).
 pub fn nan_for_null_map<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<BTreeMap<String, Vec<(u64, f64)>>, D::Error> {
+) -> Result<SeriesMap, D::Error> {
     let series: BTreeMap<String, Vec<(u64, Option<f64>)>> = Deserialize::deserialize(d)?;
     Ok(series
         .into_iter()

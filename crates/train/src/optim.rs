@@ -189,11 +189,11 @@ mod tests {
         let s1 = s1.unwrap();
         let (f1, f2) = (1.0f32 - 0.9, 1.0f32 - 0.999);
         // Stored first moment, E4M3 with the tensor scale s = 448 / amax, amax = f₁:
-        // m₀·s = 448 → 448; 0.3·448 = 134.4 → 136 (E4M3 spacing 8 in [128, 256));
+        // m₀·s = 448 → 448; 0.3·448 = 134.4 → 128 (E4M3 spacing 16 in [128, 256));
         // −0.01·448 = −4.48 → −4.5 (spacing 0.5 in [4, 8)); dequantized by 1/s.
         let m = host(s1.momentum.moment_1.clone());
         let inv = 1.0 / (448.0 / f1);
-        assert_eq!(m, [448.0 * inv, 136.0 * inv, -4.5 * inv]);
+        assert_eq!(m, [448.0 * inv, 128.0 * inv, -4.5 * inv]);
         // Stored second moment, E5M2 with s = 57344 / amax, amax = f₂: v₀ → 57344;
         // 0.09·57344 = 5160.96 → 5120 (spacing 1024 in [4096, 8192)); 1e-4·57344 = 5.7344 → 6
         // (spacing 1 in [4, 8)).

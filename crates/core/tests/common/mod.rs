@@ -227,6 +227,9 @@ pub const DEVICE_ROUNDINGS: [Rounding; 3] = [
     Rounding::NearestAway,
 ];
 
+/// Called with (label, spec, input, reason) for a cast the device path does not take.
+pub type OnUnsupported<'a> = dyn FnMut(&str, QuantSpec, &[f32], Unsupported) + 'a;
+
 /// Every named format × every rounding × saturation × subnormals, unscaled, on `values` with
 /// `n_random` random values: what `device_supports` accepts is checked on `B` against the host
 /// kernel, the rest is handed to `unsupported` (label, spec, input, reason). Returns how many
@@ -235,7 +238,7 @@ pub const DEVICE_ROUNDINGS: [Rounding; 3] = [
 pub fn casts_on<B: Backend>(
     device: &B::Device,
     n_random: usize,
-    unsupported: &mut dyn FnMut(&str, QuantSpec, &[f32], Unsupported),
+    unsupported: &mut OnUnsupported,
 ) -> usize {
     let mut checked = 0;
     for (name, f) in Format::named() {

@@ -41,7 +41,7 @@ fn runs<'a>(
     results: &'a [RunResult],
     outcomes: &[RunOutcome],
     diags: &'a [RunDiagnosticSeries],
-) -> Vec<(&'a RunResult, Option<u64>, &'a RunDiagnosticSeries)> {
+) -> Vec<Run<'a>> {
     results
         .iter()
         .zip(outcomes)
@@ -296,7 +296,7 @@ fn panel(
             [(0.0, t), (x_hi, t)],
             6,
             4,
-            BLACK.stroke_width(1).into(),
+            BLACK.stroke_width(1),
         ))?;
     } else {
         let pad = 0.05 * (hi - lo).max(1e-9);
@@ -321,7 +321,7 @@ fn panel(
             [(0.0, t), (x_hi, t)],
             6,
             4,
-            BLACK.stroke_width(1).into(),
+            BLACK.stroke_width(1),
         ))?;
     }
     Ok(())

@@ -79,7 +79,7 @@ impl Drop for GroupGuard {
 /// on this thread then trains this rank's share of every step. Refuses a `grad_accum` the
 /// group's size does not divide.
 pub fn activate(link: Link, grad_accum: usize) -> anyhow::Result<GroupGuard> {
-    if grad_accum % link.world() != 0 {
+    if !grad_accum.is_multiple_of(link.world()) {
         anyhow::bail!(
             "`grad_accum` = {grad_accum}: must be a multiple of the {} ranks",
             link.world()
