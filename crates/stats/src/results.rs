@@ -142,9 +142,7 @@ pub struct Curves {
 pub type SeriesMap = BTreeMap<String, Vec<(u64, f64)>>;
 
 /// Reads a map of series whose non-finite values serde_json wrote as `null` (as NaN).
-pub fn nan_for_null_map<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<SeriesMap, D::Error> {
+pub fn nan_for_null_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SeriesMap, D::Error> {
     let series: BTreeMap<String, Vec<(u64, Option<f64>)>> = Deserialize::deserialize(d)?;
     Ok(series
         .into_iter()
