@@ -17,6 +17,7 @@ use crate::diagnostics::{Diagnostic, DIAGNOSTICS};
 use crate::early_warning::{evaluate_warning, lead_time, Direction, RunSeries};
 use crate::outcomes::RunOutcome;
 use crate::results::RunResult;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -267,63 +268,65 @@ fn panel(
     });
     let x_hi = pts.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let title = format!("{} ({})", d.name, threshold_text(d));
-    let mut chart = ChartBuilder::on(area);
-    chart
+    let runs = (failed, healthy, failed_color, healthy_color);
+    if log {
+        let y = (lo.max(1e-12) / 2.0..hi * 2.0).log_scale();
+        chart_panel(area, &title, x_hi, y, d, runs, |v| v > 0.0)
+    } else {
+        let pad = 0.05 * (hi - lo).max(1e-9);
+        chart_panel(area, &title, x_hi, (lo - pad)..(hi + pad), d, runs, |_| {
+            true
+        })
+    }
+}
+
+/// The failed runs, the healthy one, and their colours.
+type PanelRuns<'r, 'a> = (&'r [Run<'a>], Option<Run<'a>>, RGBColor, RGBColor);
+
+/// One panel on the y axis `y` (linear or logarithmic): mesh, the runs' lines (values `keep`
+/// accepts) and the dashed threshold.
+fn chart_panel<Y>(
+    area: &Area,
+    title: &str,
+    x_hi: f64,
+    y: Y,
+    d: &Diagnostic,
+    (failed, healthy, failed_color, healthy_color): PanelRuns,
+    keep: impl Fn(f64) -> bool,
+) -> PlotResult
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut c = ChartBuilder::on(area)
         .caption(title, (FONT, 15))
         .margin(8)
         .x_label_area_size(30)
-        .y_label_area_size(55);
-    if log {
-        let (lo, hi) = (lo.max(1e-12) / 2.0, hi * 2.0);
-        let mut c = chart.build_cartesian_2d(0f64..x_hi, (lo..hi).log_scale())?;
-        c.configure_mesh()
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_labels(4)
-            .y_labels(5)
-            .label_style((FONT, 11))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        draw_lines(
-            &mut c,
-            d,
-            failed,
-            healthy,
-            failed_color,
-            healthy_color,
-            |v| v > 0.0,
-        )?;
-        c.draw_series(DashedLineSeries::new(
-            [(0.0, t), (x_hi, t)],
-            6,
-            4,
-            BLACK.stroke_width(1),
-        ))?;
-    } else {
-        let pad = 0.05 * (hi - lo).max(1e-9);
-        let mut c = chart.build_cartesian_2d(0f64..x_hi, (lo - pad)..(hi + pad))?;
-        c.configure_mesh()
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_labels(4)
-            .y_labels(5)
-            .label_style((FONT, 11))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        draw_lines(
-            &mut c,
-            d,
-            failed,
-            healthy,
-            failed_color,
-            healthy_color,
-            |_| true,
-        )?;
-        c.draw_series(DashedLineSeries::new(
-            [(0.0, t), (x_hi, t)],
-            6,
-            4,
-            BLACK.stroke_width(1),
-        ))?;
-    }
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..x_hi, y)?;
+    c.configure_mesh()
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(4)
+        .y_labels(5)
+        .label_style((FONT, 11))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    draw_lines(
+        &mut c,
+        d,
+        failed,
+        healthy,
+        failed_color,
+        healthy_color,
+        keep,
+    )?;
+    let t = d.threshold.value;
+    c.draw_series(DashedLineSeries::new(
+        [(0.0, t), (x_hi, t)],
+        6,
+        4,
+        BLACK.stroke_width(1),
+    ))?;
     Ok(())
 }
 
