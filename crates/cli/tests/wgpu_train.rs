@@ -161,8 +161,10 @@ mod on_wgpu {
         let gpu = train_ok(&dir.path().join("wgpu"), recipe_file, "wgpu", &args);
         let cpu = train_ok(&dir.path().join("cpu"), recipe_file, "cpu", &args);
         assert_close(&format!("{test} wgpu vs cpu"), &gpu, &cpu, rel);
-        // It trained: on this learnable source the loss after a few AdamW steps is lower.
-        assert!(gpu[5].1 < gpu[0].1, "{test}: loss did not fall: {gpu:?}");
+        // It trained: on this learnable source the last three steps' mean loss is below the
+        // first (one step's batch loss is too noisy to compare: MXFP8's step 5 is above step 0).
+        let tail = gpu[3..].iter().map(|p| p.1).sum::<f64>() / 3.0;
+        assert!(tail < gpu[0].1, "{test}: loss did not fall: {gpu:?}");
         let s = json(&dir.path().join("wgpu/summary.json"));
         assert_eq!(s["outcome"], "converged", "{s}");
     }

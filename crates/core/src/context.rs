@@ -120,6 +120,41 @@ impl PrecisionContext {
         std::mem::take(&mut self.inspections)
     }
 
+    /// Each counterfactual recipe's scaling state by name, for a checkpoint, so a resumed run's
+    /// counterfactual statistics continue exactly.
+    pub fn counterfactual_states(&self) -> BTreeMap<String, serde_json::Value> {
+        self.counterfactuals
+            .iter()
+            .map(|cf| (cf.name.clone(), cf.recipe.state()))
+            .collect()
+    }
+
+    /// Restore the counterfactuals' states saved by
+    /// [`counterfactual_states`](Self::counterfactual_states). Every counterfactual must have
+    /// one, and every state a counterfactual: anything else means the checkpoint was written
+    /// with other counterfactuals.
+    pub fn restore_counterfactuals(
+        &mut self,
+        mut states: BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), crate::RecipeError> {
+        for cf in &mut self.counterfactuals {
+            let state = states.remove(&cf.name).ok_or_else(|| {
+                crate::RecipeError::State(format!(
+                    "the checkpoint holds no state for counterfactual recipe `{}`",
+                    cf.name
+                ))
+            })?;
+            cf.recipe.restore(state)?;
+        }
+        if let Some(name) = states.keys().next() {
+            return Err(crate::RecipeError::State(format!(
+                "the checkpoint holds state for counterfactual recipe `{name}`, which this run \
+                 does not measure"
+            )));
+        }
+        Ok(())
+    }
+
     /// Wrap in the shared handle that [`activate`] takes.
     pub fn shared(self) -> Arc<Mutex<PrecisionContext>> {
         Arc::new(Mutex::new(self))

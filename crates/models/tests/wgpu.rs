@@ -18,7 +18,6 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use fp8_core::context::activate;
 use fp8_core::fused::FusedAutodiffBackend;

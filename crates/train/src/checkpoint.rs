@@ -37,6 +37,9 @@ pub struct LoopState {
     pub train_seconds: f64,
     /// The recipe's state (amax histories …).
     pub recipe_state: serde_json::Value,
+    /// Each counterfactual recipe's state by name (see `TrainConfig::counterfactuals`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counterfactual_states: std::collections::BTreeMap<String, serde_json::Value>,
     /// The first step whose gradients had a non-finite global norm. AdamW's moments absorbed
     /// them, so its state is non-finite from then on and no later checkpoint is written.
     #[serde(default)]

@@ -5,6 +5,7 @@
 //! what needs the files it names (recipe, model, data) is checked by
 //! [`crate::setup::resolve`], before any work is done.
 
+use fp8_formats::DynamicRangeBlocks;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,20 @@ pub struct TrainConfig {
     /// extra unquantized forward+backward of the step's batch; training is unchanged by it. Not
     /// measured under data parallelism.
     pub grad_noise_every: u64,
+    /// Debug statistics of the recipe's casts on logging steps, as TransformerEngine's
+    /// `LogTensorStats`/`LogFp8TensorStats` compute them (logged as
+    /// `inspect/<site>/<role>/…`): dynamic range, the largest per-block dynamic range over
+    /// blocks of this geometry (`1xN`: N consecutive elements of a row; `NxN`: N×N tiles), MSE,
+    /// underflow and overflow percentages, and the scale inverses' min and max. Off when absent;
+    /// steps that do not log pay nothing for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspect: Option<String>,
+    /// Recipe files measured on the same tensors on logging steps without being applied
+    /// (`counterfactual/<name>/<site>/<role>/…`, `<name>` the file's stem): "what would MXFP8's
+    /// underflow be during this delayed-scaling run?". Training is unchanged by them. They turn
+    /// `inspect` on (1x32) when it is off. Their scaling state sees only logging steps' tensors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counterfactuals: Vec<PathBuf>,
     /// ε of the logit sharpness (paper §3.1).
     pub sharpness_eps: f64,
     /// A loss above this multiple of the first loss counts as divergence.
@@ -103,6 +118,8 @@ impl Default for TrainConfig {
             histogram_every: 250,
             hessian_every: 0,
             grad_noise_every: 50,
+            inspect: None,
+            counterfactuals: Vec::new(),
             sharpness_eps: fp8_stats::sharpness::DEFAULT_EPS,
             divergence_threshold: fp8_stats::divergence::DEFAULT_THRESHOLD,
             run_dir: None,
@@ -253,12 +270,62 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every", self.log_every, "must be at least 1");
         }
+        self.inspect_blocks()?;
+        let mut names = std::collections::BTreeSet::new();
+        for path in &self.counterfactuals {
+            let name = counterfactual_name(path);
+            if !names.insert(name.clone()) {
+                return bad(
+                    "counterfactuals",
+                    path.display(),
+                    &format!("a second recipe named `{name}` (names are file stems; rename one)"),
+                );
+            }
+        }
         if let Some(label) = &self.recipe_label {
             if label.trim().is_empty() {
                 return bad("recipe_label", "\"\"", "must not be empty");
             }
         }
         Ok(())
+    }
+
+    /// The block geometry of `inspect`, `None` when inspection is off; with counterfactuals
+    /// and no `inspect`, 1×32 blocks.
+    pub fn inspect_blocks(&self) -> anyhow::Result<Option<DynamicRangeBlocks>> {
+        let Some(text) = &self.inspect else {
+            return Ok(
+                (!self.counterfactuals.is_empty()).then_some(DynamicRangeBlocks {
+                    size: 32,
+                    two_d: false,
+                }),
+            );
+        };
+        let parsed = text.split_once(['x', 'X']).and_then(|(r, c)| {
+            let (r, c) = (
+                r.trim().parse::<usize>().ok()?,
+                c.trim().parse::<usize>().ok()?,
+            );
+            match (r, c) {
+                (_, 0) => None,
+                (1, c) => Some(DynamicRangeBlocks {
+                    size: c,
+                    two_d: false,
+                }),
+                (r, c) if r == c => Some(DynamicRangeBlocks {
+                    size: c,
+                    two_d: true,
+                }),
+                _ => None,
+            }
+        });
+        match parsed {
+            Some(b) => Ok(Some(b)),
+            None => anyhow::bail!(
+                "`inspect` = {text:?}: must be 1xN (blocks of N elements along a row) or NxN \
+                 (N×N tiles), N ≥ 1"
+            ),
+        }
     }
 
     /// Learning rate at `step`: linear warm-up to `lr`, then cosine decay to `min_lr` at the
@@ -272,6 +339,12 @@ impl TrainConfig {
         let coeff = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
         self.min_lr + coeff * (self.lr - self.min_lr)
     }
+}
+
+/// A counterfactual recipe's name in tags and checkpoints: its file's stem.
+pub fn counterfactual_name(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// `s` with every character other than ASCII letters, digits, `-` and `.` replaced by `_`, for

@@ -35,9 +35,14 @@ pub struct RunIdentity {
     pub recipe: String,
     /// The model configuration the run initializes, with its seed.
     pub model: ModelConfig,
-    /// Every training option, with `recipe` (a path) and `run_dir` cleared: where a run's files
-    /// are does not change what it computes.
+    /// Every training option, with `recipe`, `counterfactuals` (paths) and `run_dir` cleared:
+    /// where a run's files are does not change what it computes.
     pub options: TrainConfig,
+    /// The counterfactual recipes' names and file texts, in the configured order (see
+    /// [`RunIdentity::with_counterfactuals`]). They change no training number, but the
+    /// statistics the run logs for them are results too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counterfactuals: Vec<(String, String)>,
 }
 
 /// `identity.json`: the id and the identity it is the hash of.
@@ -62,6 +67,7 @@ impl RunIdentity {
             options.model = format!("hf:sha256:{sha}");
         }
         options.recipe = PathBuf::new();
+        options.counterfactuals.clear();
         options.run_dir = None;
         options.recipe_label = None;
         RunIdentity {
@@ -69,7 +75,14 @@ impl RunIdentity {
             recipe: recipe_text.to_string(),
             model: model.clone(),
             options,
+            counterfactuals: Vec::new(),
         }
+    }
+
+    /// The identity with the counterfactual recipes `(name, file text)` the run measures.
+    pub fn with_counterfactuals(mut self, recipes: Vec<(String, String)>) -> Self {
+        self.counterfactuals = recipes;
+        self
     }
 
     /// The short stable id: 12 hex digits of the SHA-256 of the identity's JSON.

@@ -1,9 +1,9 @@
 //! AdamW whose moments and master weights live in reduced precision: the recipe's `optimizer:`
 //! section ([`OptimizerPrecision`]).
 //!
-//! Each step is burn's own AdamW step (the same tensor operations, so with nothing to quantize
-//! the run is bit-identical to `AdamWConfig::init`), computed in f32 from the *stored* moments,
-//! followed by:
+//! Each step is fp8's fused AdamW step ([`fp8_core::fused::adamw`]: one pass per parameter, the
+//! same f32 operations as burn's `AdamW`, so with nothing to quantize the run is bit-identical to
+//! burn's `AdamWConfig::init`), computed in f32 from the *stored* moments, followed by:
 //!
 //! 1. the new moments are stored quantized, `m̂ = cast(m·s)·(1/s)` with the moment's spec (by
 //!    default one current scale per tensor, `s = fmt_max / amax`: Fishman et al., "Scaling FP8
@@ -27,9 +27,11 @@
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, AdamWState, LearningRate, SimpleOptimizer};
+use burn::optim::{AdamWState, LearningRate, SimpleOptimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
+use fp8_core::fused::adamw::{AdamW, AdamWConfig};
+use fp8_core::fused::FusedOps;
 use fp8_core::OptimizerPrecision;
 use fp8_formats::{cast_slice, quantize, CastSpec, QuantSpec, Rounding};
 
@@ -50,7 +52,7 @@ impl QuantAdamW {
     }
 
     /// The optimizer for a module, as `AdamWConfig::init` builds burn's.
-    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
+    pub fn init<B: AutodiffBackend<InnerBackend: FusedOps>, M: AutodiffModule<B>>(
         config: &AdamWConfig,
         precision: OptimizerPrecision,
     ) -> OptimizerAdaptor<QuantAdamW, M, B> {
@@ -58,7 +60,7 @@ impl QuantAdamW {
     }
 }
 
-impl<B: Backend> SimpleOptimizer<B> for QuantAdamW {
+impl<B: FusedOps> SimpleOptimizer<B> for QuantAdamW {
     type State<const D: usize> = AdamWState<B, D>;
 
     fn step<const D: usize>(
@@ -219,7 +221,12 @@ mod tests {
     fn without_precision_it_is_burns_adamw() {
         let cfg = config().with_weight_decay(0.1);
         let ours = QuantAdamW::new(&cfg, OptimizerPrecision::default());
-        let burns = cfg.build();
+        let burns = burn::optim::AdamWConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.999)
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.1)
+            .build();
         let g = [0.5f32, -1e-3, 7.0, 1e-20];
         let (mut a, mut sa) = (t(&[1.0, -2.0, 0.25, 3.0]), None);
         let (mut b, mut sb) = (a.clone(), None);

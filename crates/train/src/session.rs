@@ -13,9 +13,10 @@ use crate::setup::{resolve, Resolved};
 use crate::step::{gradients, lock, logs_at};
 use anyhow::{bail, Context};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use fp8_core::context::{activate, Telemetry};
+use fp8_core::fused::adamw::AdamWConfig;
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, TokenDataset};
@@ -83,11 +84,11 @@ pub fn open<'o, B: FusedAutodiffBackend>(
         .with_beta_2(cfg.beta2 as f32)
         .with_epsilon(cfg.adam_eps as f32)
         .with_weight_decay(cfg.weight_decay as f32);
-    let recipe = resolved.recipe()?;
+    let ctx = resolved.context()?;
     // The recipe's `optimizer:` section; without one, burn's AdamW steps unchanged.
-    let precision = recipe.optimizer().unwrap_or_default();
+    let precision = ctx.recipe().optimizer().unwrap_or_default();
     let mut optim = QuantAdamW::init::<B, Model<B>>(&adamw, precision);
-    let ctx = PrecisionContext::for_sites(recipe, &resolved.model.sites())?.shared();
+    let ctx = ctx.shared();
 
     let mut state = LoopState::default();
     if resume {
@@ -109,10 +110,15 @@ pub fn open<'o, B: FusedAutodiffBackend>(
                     rec.load(path.join("optim"), device)
                         .with_context(|| format!("loading optimizer from {}", path.display()))?,
                 );
-                lock_ctx(&ctx)
-                    .recipe_mut()
+                let mut c = lock_ctx(&ctx);
+                c.recipe_mut()
                     .restore(saved.recipe_state.clone())
                     .with_context(|| format!("restoring recipe state from {}", path.display()))?;
+                c.restore_counterfactuals(saved.counterfactual_states.clone())
+                    .with_context(|| {
+                        format!("restoring counterfactual recipes from {}", path.display())
+                    })?;
+                drop(c);
                 observer.note(&format!(
                     "resuming {} at step {}",
                     run_dir.display(),
@@ -232,6 +238,20 @@ fn describe_run(resolved: &Resolved, run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The TensorBoard scalars of one inspection (`inspect/…` and `counterfactual/…` tags), named
+/// as TransformerEngine's debug tools name them.
+fn inspection_scalars(i: &fp8_formats::Inspection) -> [(&'static str, f32); 7] {
+    [
+        ("dynamic_range", i.dynamic_range as f32),
+        ("max_block_dynamic_range", i.max_block_dynamic_range as f32),
+        ("mse", i.mse as f32),
+        ("underflow_pct", i.underflow_pct as f32),
+        ("overflow_pct", i.overflow_pct as f32),
+        ("scale_inv_min", i.scale_inv_min),
+        ("scale_inv_max", i.scale_inv_max),
+    ]
+}
+
 fn lock_ctx(ctx: &Mutex<PrecisionContext>) -> std::sync::MutexGuard<'_, PrecisionContext> {
     lock(ctx)
 }
@@ -301,6 +321,7 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
         let tokens_per_s = tokens_per_step as f64 / started.elapsed().as_secs_f64();
         if logs_at(cfg, step) {
             let s = step as i64;
+            let inspections = lock(&self.ctx).take_inspections();
             let tb = &mut self.tb;
             let write = (|| {
                 tb.add_scalar("train/loss", loss as f32, s)?;
@@ -314,6 +335,16 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
                     tb.add_scalar(&tag("underflow"), st.underflow as f32, s)?;
                     tb.add_scalar(&tag("saturation"), st.saturation as f32, s)?;
                     tb.add_scalar(&tag("snr_db"), st.snr_db as f32, s)?;
+                }
+                for ((site, role, recipe), i) in &inspections {
+                    let prefix = if recipe.is_empty() {
+                        format!("inspect/{site}/{role}")
+                    } else {
+                        format!("counterfactual/{recipe}/{site}/{role}")
+                    };
+                    for (stat, v) in inspection_scalars(i) {
+                        tb.add_scalar(&format!("{prefix}/{stat}"), v, s)?;
+                    }
                 }
                 tb.flush()
             })();
@@ -518,7 +549,11 @@ impl<B: FusedAutodiffBackend, O: Optimizer<Model<B>, B>> Session<'_, B, O> {
             return Ok(());
         }
         self.state.train_seconds = self.seconds_before + self.segment_start.elapsed().as_secs_f64();
-        self.state.recipe_state = lock(&self.ctx).recipe().state();
+        {
+            let ctx = lock(&self.ctx);
+            self.state.recipe_state = ctx.recipe().state();
+            self.state.counterfactual_states = ctx.counterfactual_states();
+        }
         let (model, optim) = (&self.model, &self.optim);
         checkpoint::save(&self.run_dir, &self.state, KEEP_CHECKPOINTS, |dir| {
             let rec = Recorded::new();

@@ -20,6 +20,8 @@ pub struct Resolved {
     pub hf: Option<HfCheckpoint>,
     pub identity: RunIdentity,
     pub data: DataSpec,
+    /// The counterfactual recipes' names and texts (`cfg.counterfactuals`), checked.
+    pub counterfactuals: Vec<(String, String)>,
 }
 
 /// Check every option of `cfg` and read the recipe and model files it names; see the module
@@ -55,7 +57,9 @@ pub fn resolve(cfg: &TrainConfig) -> anyhow::Result<Resolved> {
     }
     let data = DataSpec::parse(&cfg.data).with_context(|| format!("`data` = {:?}", cfg.data))?;
     let weights = hf.as_ref().map(|c| c.sha256.as_str());
-    let identity = RunIdentity::new(cfg, &recipe_text, &model, weights);
+    let counterfactuals = read_counterfactuals(cfg, &model)?;
+    let identity = RunIdentity::new(cfg, &recipe_text, &model, weights)
+        .with_counterfactuals(counterfactuals.clone());
     Ok(Resolved {
         cfg: cfg.clone(),
         recipe_text,
@@ -63,7 +67,27 @@ pub fn resolve(cfg: &TrainConfig) -> anyhow::Result<Resolved> {
         hf,
         identity,
         data,
+        counterfactuals,
     })
+}
+
+/// Read and check every counterfactual recipe file: `(name, text)` in the configured order.
+fn read_counterfactuals(
+    cfg: &TrainConfig,
+    model: &ModelConfig,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for path in &cfg.counterfactuals {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("`counterfactuals`: cannot read recipe file {origin}"))?;
+        fp8_core::recipe::from_ron_str(&text, &origin)
+            .with_context(|| format!("`counterfactuals`: {origin}"))?;
+        crate::recipe_check::check(&text, &origin, &model.sites())
+            .with_context(|| format!("`counterfactuals`: {origin}"))?;
+        out.push((crate::config::counterfactual_name(path), text));
+    }
+    Ok(out)
 }
 
 impl Resolved {
@@ -95,6 +119,20 @@ impl Resolved {
             &self.recipe_text,
             &self.cfg.recipe.display().to_string(),
         )?)
+    }
+
+    /// The precision context of a training run: the recipe bound to the model's sites, with
+    /// the configured inspection and counterfactual recipes.
+    pub fn context(&self) -> anyhow::Result<fp8_core::PrecisionContext> {
+        let sites = self.model.sites();
+        let mut ctx = fp8_core::PrecisionContext::for_sites(self.recipe()?, &sites)?;
+        ctx.set_inspection(self.cfg.inspect_blocks()?);
+        for (name, text) in &self.counterfactuals {
+            let mut recipe = fp8_core::recipe::from_ron_str(text, name)?;
+            recipe.bind_sites(&sites)?;
+            ctx.add_counterfactual(name, recipe);
+        }
+        Ok(ctx)
     }
 
     /// Load the data and check that it fits the model and sequence length.

@@ -6,7 +6,7 @@
 //! optimizer steps alternately, so a burst of load from elsewhere hits both; the *ratio* of their
 //! median step times is then a stable figure even when tokens/s is not. Each step is the training
 //! loop's own [`optimizer_step`](fp8_train::optimizer_step) (forward, backward, the recipe's
-//! end of step, global-norm clipping, AdamW), without logging, evaluation or checkpoints. As in
+//! end of step, global-norm clipping, AdamW with the recipe's `optimizer:` section), without logging, evaluation or checkpoints. As in
 //! training, the casts gather precision telemetry only on the steps training would log
 //! ([`logs_at`](fp8_train::logs_at), every `log_every` = 10 steps by default) and
 //! otherwise only what the recipe needs.
@@ -25,6 +25,7 @@ use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
 use fp8_models::{HfCheckpoint, Model, ModelConfig};
+use fp8_train::optim::QuantAdamW;
 use fp8_train::{optimizer_step, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -232,6 +233,9 @@ fn bench<B: FusedAutodiffBackend>(
     let mut runners = Vec::new();
     for path in &recipes {
         let recipe = fp8_core::recipe::from_file(path)?;
+        // As in training: the recipe's `optimizer:` section decides the moments' and master
+        // weights' precision.
+        let precision = recipe.optimizer().unwrap_or_default();
         B::seed(device, cfg.seed);
         runners.push(Runner {
             name: recipe_name(path),
@@ -239,12 +243,14 @@ fn bench<B: FusedAutodiffBackend>(
                 Some(ckpt) => ckpt.load::<B>(device)?,
                 None => model_cfg.init::<B>(device),
             }),
-            optim: AdamWConfig::new()
-                .with_beta_1(cfg.beta1 as f32)
-                .with_beta_2(cfg.beta2 as f32)
-                .with_epsilon(cfg.adam_eps as f32)
-                .with_weight_decay(cfg.weight_decay as f32)
-                .init::<B, Model<B>>(),
+            optim: QuantAdamW::init::<B, Model<B>>(
+                &AdamWConfig::new()
+                    .with_beta_1(cfg.beta1 as f32)
+                    .with_beta_2(cfg.beta2 as f32)
+                    .with_epsilon(cfg.adam_eps as f32)
+                    .with_weight_decay(cfg.weight_decay as f32),
+                precision,
+            ),
             ctx: PrecisionContext::for_sites(recipe, &model_cfg.sites())?.shared(),
             times: Vec::new(),
             cpu_seconds: 0.0,

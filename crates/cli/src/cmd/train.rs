@@ -78,6 +78,17 @@ pub struct Args {
     /// unquantized forward+backward each), logged as `stability/grad_noise_ratio`.
     #[arg(long)]
     pub grad_noise_every: Option<u64>,
+    /// Debug statistics of every cast on logging steps, as TransformerEngine's LogTensorStats
+    /// and LogFp8TensorStats compute them (tags inspect/<site>/<role>/…): dynamic range, the
+    /// largest per-block dynamic range over BLOCKS (1xN: N elements of a row; NxN: N×N tiles,
+    /// e.g. 1x32 or 16x16), MSE, underflow and overflow %, scale-inverse min and max.
+    #[arg(long, value_name = "BLOCKS")]
+    pub inspect: Option<String>,
+    /// Also measure this recipe on the same tensors on logging steps without applying it (tags
+    /// counterfactual/<file stem>/<site>/<role>/…; implies --inspect 1x32 unless given).
+    /// Training is unchanged. Repeatable.
+    #[arg(long = "counterfactual", value_name = "RECIPE.ron")]
+    pub counterfactuals: Vec<PathBuf>,
     /// Validation batches per evaluation.
     #[arg(long)]
     pub eval_batches: Option<usize>,
@@ -168,6 +179,12 @@ impl Args {
         );
         if let Some(d) = &self.run_dir {
             c.run_dir = Some(d.clone());
+        }
+        if let Some(blocks) = &self.inspect {
+            c.inspect = Some(blocks.clone());
+        }
+        if !self.counterfactuals.is_empty() {
+            c.counterfactuals = self.counterfactuals.clone();
         }
         if self.recipe.is_none() && self.config.is_none() {
             anyhow::bail!("give a recipe: --recipe FILE.ron (see `fp8 recipes` and recipes/)");
