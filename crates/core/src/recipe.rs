@@ -31,11 +31,19 @@ use std::path::Path;
 /// quantized (`q = cast(m·s)·(1/s)` with the spec's scaling, e.g. one per-tensor scale as in
 /// Fishman et al., arXiv 2409.12517: first moment E4M3, second E5M2) and the updated weights are
 /// rounded to `master` (bf16 with nearest or stochastic rounding). `None` keeps f32.
+///
+/// With `expansion_group`, the moments are instead stored with COAT's dynamic range expansion
+/// (Xi et al., arXiv 2410.19313): in every group of that many consecutive elements,
+/// `sign(x)·|x|^k` with `k` chosen so the group's dynamic range becomes the format's, one scale
+/// per group, and the inverse power after the cast (see `fp8_train::optim`). The moments'
+/// specs then give only the element format and its rounding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerPrecision {
     pub first_moment: Option<QuantSpec>,
     pub second_moment: Option<QuantSpec>,
     pub master: Option<CastSpec>,
+    #[serde(default)]
+    pub expansion_group: Option<usize>,
 }
 
 /// How one training run quantizes its GEMMs.

@@ -168,8 +168,8 @@ struct Common {
 }
 
 /// The `optimizer:` section: formats of AdamW's moments (stored with one current scale per
-/// tensor, `fmt_max / amax`, unless `moment_scaling: none`) and of the master weights.
-/// Defaults keep everything in f32.
+/// tensor, `fmt_max / amax`, unless `moment_scaling: none` or `expand(G)`) and of the master
+/// weights. Defaults keep everything in f32.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OptimizerFile {
@@ -192,13 +192,16 @@ fn f32_name() -> FormatName {
     FormatName(Format::FLOAT32)
 }
 
-/// `tensor` (one current scale per tensor, Fishman et al.) or `none` (a plain cast).
+/// `tensor` (one current scale per tensor, Fishman et al.), `none` (a plain cast) or
+/// `expand(G)`: COAT's dynamic range expansion with one scale per group of `G` consecutive
+/// elements (Xi et al., arXiv 2410.19313; the paper quantizes per group of 128).
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum MomentScaling {
     #[default]
     Tensor,
     None,
+    Expand(usize),
 }
 
 impl OptimizerFile {
@@ -218,7 +221,8 @@ impl OptimizerFile {
                 cast: CastSpec::new(f).with_saturate(true),
                 scaling: match self.moment_scaling {
                     MomentScaling::Tensor => Scaling::Tensor(TensorScale::Current { pow2: false }),
-                    MomentScaling::None => Scaling::None,
+                    // The expansion scales each group itself.
+                    MomentScaling::None | MomentScaling::Expand(_) => Scaling::None,
                 },
             }))
         };
@@ -238,10 +242,20 @@ impl OptimizerFile {
                 ))
             }
         };
+        let expansion_group = match self.moment_scaling {
+            MomentScaling::Expand(0) => {
+                return Err("field `optimizer.moment_scaling`: expand(0) has no elements per \
+                            group; use a group size of at least 1, e.g. expand(128)"
+                    .into())
+            }
+            MomentScaling::Expand(g) => Some(g),
+            _ => None,
+        };
         Ok(OptimizerPrecision {
             first_moment: moment("first_moment", self.first_moment)?,
             second_moment: moment("second_moment", self.second_moment)?,
             master,
+            expansion_group,
         })
     }
 }
