@@ -244,9 +244,11 @@ impl OptimizerFile {
         };
         let expansion_group = match self.moment_scaling {
             MomentScaling::Expand(0) => {
-                return Err("field `optimizer.moment_scaling`: expand(0) has no elements per \
+                return Err(
+                    "field `optimizer.moment_scaling`: expand(0) has no elements per \
                             group; use a group size of at least 1, e.g. expand(128)"
-                    .into())
+                        .into(),
+                )
             }
             MomentScaling::Expand(g) => Some(g),
             _ => None,

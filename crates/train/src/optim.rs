@@ -145,18 +145,22 @@ pub(crate) fn expanded_store(v: &mut [f32], cast: &CastSpec, group: usize) {
     let (max, min_pos) = (f64::from(f.max()), f64::from(smallest));
     let range_fmt = (max / min_pos).ln();
     for g in v.chunks_mut(group.max(1)) {
-        let (hi, lo) = g
-            .iter()
-            .filter(|x| x.is_finite() && **x != 0.0)
-            .fold((0.0f64, f64::INFINITY), |(hi, lo), x| {
+        let (hi, lo) = g.iter().filter(|x| x.is_finite() && **x != 0.0).fold(
+            (0.0f64, f64::INFINITY),
+            |(hi, lo), x| {
                 let a = f64::from(x.abs());
                 (hi.max(a), lo.min(a))
-            });
+            },
+        );
         if hi == 0.0 {
             cast_slice(g, cast, 0); // zeros and non-finite values only
             continue;
         }
-        let k = if hi > lo { range_fmt / (hi / lo).ln() } else { 1.0 };
+        let k = if hi > lo {
+            range_fmt / (hi / lo).ln()
+        } else {
+            1.0
+        };
         let s = max / hi.powf(k);
         for x in g.iter_mut() {
             if x.is_finite() && *x != 0.0 {

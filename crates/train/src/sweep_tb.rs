@@ -71,3 +71,16 @@ fn element_format(recipe_text: &str, sites: &[String]) -> String {
         .find_map(|site| recipe.spec(site, Role::X, 0))
         .map_or_else(|| "-".into(), |spec| spec.cast.format.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout charts every role training can log: the list in fp8-io (which knows nothing
+    /// of fp8-core) must be `Role::ALL`'s names.
+    #[test]
+    fn the_layouts_roles_are_every_role() {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ROLES);
+    }
+}

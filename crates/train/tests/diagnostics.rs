@@ -1,32 +1,23 @@
 //! The stability diagnostics watch a run without changing it, and land in `curves.json` and
 //! `summary.json`.
 
+mod common;
+
 use fp8_stats::diagnostics as d;
 use fp8_stats::results::{Curves, Summary};
 use fp8_train::backend::CpuTrain;
 use fp8_train::{train, Silent, TrainConfig};
-use std::path::{Path, PathBuf};
-
-fn recipe(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../recipes/{name}.ron"))
-}
+use std::path::Path;
 
 fn config(recipe_name: &str, dir: &Path, grad_noise_every: u64) -> TrainConfig {
     TrainConfig {
-        recipe: recipe(recipe_name),
-        model: "tiny".into(),
-        data: "synthetic:vocab=64,order=1,tokens=20000".into(),
         steps: 6,
-        batch: 4,
-        seq: 16,
         warmup: 1,
         log_every: 2,
         eval_every: 3,
         checkpoint_every: 0,
-        histogram_every: 0,
         grad_noise_every,
-        run_dir: Some(dir.to_path_buf()),
-        ..TrainConfig::default()
+        ..common::tiny_run(common::recipe(recipe_name), dir)
     }
 }
 

@@ -2,42 +2,25 @@
 //! it lands in TensorBoard on logging steps only, changes no training number, agrees with the
 //! casts' own telemetry, and a counterfactual recipe's scaling state survives a resume.
 
+mod common;
+
+use common::recipe;
 use fp8_io::tensorboard::{event::What, read_events, summary::value::Value};
 use fp8_train::backend::CpuTrain;
 use fp8_train::{train, Silent, TrainConfig};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-fn recipe(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../recipes/{name}.ron"))
-}
+use std::path::Path;
 
 fn config(recipe_name: &str, dir: &Path) -> TrainConfig {
     TrainConfig {
-        recipe: recipe(recipe_name),
-        model: "tiny".into(),
-        data: "synthetic:vocab=64,order=1,tokens=20000".into(),
         steps: 6,
-        batch: 4,
-        seq: 16,
         warmup: 1,
         log_every: 2,
         eval_every: 0,
         checkpoint_every: 3,
-        histogram_every: 0,
         grad_noise_every: 0,
-        run_dir: Some(dir.to_path_buf()),
-        ..TrainConfig::default()
+        ..common::tiny_run(recipe(recipe_name), dir)
     }
-}
-
-fn losses(run: &Path) -> Vec<u64> {
-    fp8_stats::results::Curves::read(run)
-        .unwrap()
-        .losses
-        .iter()
-        .map(|p| p.1.to_bits())
-        .collect()
 }
 
 /// Every scalar of the run's event files: tag → [(step, value)].
@@ -90,7 +73,11 @@ fn inspection_and_counterfactuals_log_on_logging_steps_and_change_nothing() {
         &mut Silent,
     )
     .unwrap();
-    assert_eq!(losses(&a), losses(&b), "the telemetry changed the run");
+    assert_eq!(
+        common::losses(&a),
+        common::losses(&b),
+        "the telemetry changed the run"
+    );
 
     let all = scalars(&a);
     assert!(
@@ -160,9 +147,10 @@ fn a_counterfactual_recipes_scaling_state_survives_resume() {
     cfg.counterfactuals = vec![recipe("delayed_scaling")];
     train::<CpuTrain>(&cfg, &device, false, &mut Silent).unwrap();
 
-    // A copy rewound to its step-3 checkpoint, without the event files, resumed to step 6.
+    // A copy rewound to its step-3 checkpoint, without the event files (the resumed run writes
+    // its own), resumed to step 6.
     let part = tmp.path().join("part");
-    copy_run(&full, &part);
+    common::copy_dir(&full, &part, &|name| name.contains("tfevents"));
     std::fs::remove_dir_all(part.join("checkpoints/step-00000006")).unwrap();
     std::fs::write(part.join("checkpoints/latest"), "step-00000003").unwrap();
     std::fs::remove_file(part.join("summary.json")).unwrap();
@@ -177,19 +165,5 @@ fn a_counterfactual_recipes_scaling_state_survives_resume() {
         let full_series = &want[&format!("counterfactual/delayed_scaling/{tag}")];
         let tail: Vec<_> = full_series.iter().filter(|p| p.0 >= 3).collect();
         assert_eq!(series.iter().collect::<Vec<_>>(), tail, "{tag}");
-    }
-}
-
-/// Copy a run directory, leaving out its event files (the resumed run writes its own).
-fn copy_run(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_run(&e.path(), &target);
-        } else if !e.file_name().to_string_lossy().contains("tfevents") {
-            std::fs::copy(e.path(), target).unwrap();
-        }
     }
 }

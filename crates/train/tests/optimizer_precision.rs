@@ -1,6 +1,8 @@
-//! A recipe's `optimizer:` section in real training: FP8 AdamW moments and bf16 master weights
-//! with stochastic rounding change the run, and a run resumed from a checkpoint reproduces the
+//! A recipe's `optimizer:` section in real training: FP8 AdamW moments (per-tensor scales, or
+//! COAT's dynamic range expansion) and bf16 master weights with stochastic rounding change the run, and a run resumed from a checkpoint reproduces the
 //! uninterrupted one bit for bit (losses, weights and optimizer state).
+
+mod common;
 
 use fp8_train::backend::CpuTrain;
 use fp8_train::{train, Silent, TrainConfig};
@@ -19,41 +21,11 @@ const FP8_STATE: &str = r#"(
 
 fn config(dir: &Path, recipe: PathBuf, run: &str) -> TrainConfig {
     TrainConfig {
-        recipe,
-        model: "tiny".into(),
-        data: "synthetic:vocab=64,order=1,tokens=20000".into(),
         steps: 12,
-        batch: 4,
-        seq: 16,
         warmup: 2,
         checkpoint_every: 6,
         eval_every: 6,
-        run_dir: Some(dir.join(run)),
-        ..TrainConfig::default()
-    }
-}
-
-fn losses(run: &Path) -> Vec<u64> {
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("curves.json")).unwrap()).unwrap();
-    c["losses"]
-        .as_array()
-        .unwrap_or_else(|| panic!("curves.json: {c}"))
-        .iter()
-        .map(|p| p[1].as_f64().unwrap().to_bits())
-        .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
+        ..common::tiny_run(recipe, &dir.join(run))
     }
 }
 
@@ -79,11 +51,30 @@ fn checkpoint_bytes(run: &Path, step: u64) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// COAT's moments: E4M3 for both, dynamic range expansion over groups of 128.
+const COAT_STATE: &str = r#"(
+    kind: "fp32",
+    optimizer: (
+        first_moment: "float8_e4m3fn",
+        second_moment: "float8_e4m3fn",
+        moment_scaling: expand(128),
+    ),
+)"#;
+
 #[test]
 fn fp8_optimizer_state_trains_and_resumes_bit_for_bit() {
+    trains_and_resumes_bit_for_bit(FP8_STATE);
+}
+
+#[test]
+fn coat_optimizer_state_trains_and_resumes_bit_for_bit() {
+    trains_and_resumes_bit_for_bit(COAT_STATE);
+}
+
+fn trains_and_resumes_bit_for_bit(recipe_text: &str) {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("fp8_state.ron");
-    std::fs::write(&recipe, FP8_STATE).unwrap();
+    std::fs::write(&recipe, recipe_text).unwrap();
     let plain = dir.path().join("plain.ron");
     std::fs::write(&plain, "(kind: \"fp32\")").unwrap();
     let device = Default::default();
@@ -94,8 +85,8 @@ fn fp8_optimizer_state_trains_and_resumes_bit_for_bit() {
     let summary = train::<CpuTrain>(&full, &device, false, &mut Silent).unwrap();
     assert_eq!(summary.steps, 12);
     let (a, b) = (
-        losses(&dir.path().join("full")),
-        losses(&dir.path().join("plain")),
+        common::losses(&dir.path().join("full")),
+        common::losses(&dir.path().join("plain")),
     );
     assert_eq!(a.len(), 12);
     // The first loss is the same model's before any step; the state's precision shows after.
@@ -104,14 +95,14 @@ fn fp8_optimizer_state_trains_and_resumes_bit_for_bit() {
 
     // Rewind a copy to its step-6 checkpoint and resume it to step 12.
     let part = dir.path().join("part");
-    copy_dir(&dir.path().join("full"), &part);
+    common::copy_dir(&dir.path().join("full"), &part, &|_| false);
     std::fs::remove_dir_all(part.join("checkpoints/step-00000012")).unwrap();
     std::fs::write(part.join("checkpoints/latest"), "step-00000006").unwrap();
     std::fs::remove_file(part.join("summary.json")).unwrap();
     let mut resumed = full.clone();
     resumed.run_dir = Some(part.clone());
     train::<CpuTrain>(&resumed, &device, true, &mut Silent).unwrap();
-    assert_eq!(losses(&part), a);
+    assert_eq!(common::losses(&part), a);
     // The step-12 weights agree bit for bit: the same validation loss and the same model file.
     let val = |run: &Path| {
         fp8_stats::results::Summary::read(&run.join("summary.json"))

@@ -58,8 +58,11 @@ pub struct MultilineChartContent {
     pub tag: Vec<String>,
 }
 
-/// The tensor roles of a GEMM site, in the order training logs them.
-pub const ROLES: [&str; 6] = ["x", "w", "y", "dy", "dx", "dw"];
+/// The tensor roles of a GEMM site, as fp8-core's `Role` names them (fp8-train's tests check
+/// that the two lists agree), in its order.
+pub const ROLES: [&str; 9] = [
+    "x", "w", "y", "dy", "dx", "dw", "x_wgrad", "w_dgrad", "dy_wgrad",
+];
 /// The per-role statistics training logs.
 pub const STATS: [&str; 5] = ["amax", "scale", "underflow", "saturation", "snr_db"];
 
