@@ -85,7 +85,7 @@ pub fn open<'o, B: FusedAutodiffBackend>(
         .with_epsilon(cfg.adam_eps as f32)
         .with_weight_decay(cfg.weight_decay as f32);
     let ctx = resolved.context()?;
-    // The recipe's `optimizer:` section; without one, burn's AdamW steps unchanged.
+    // The recipe's `optimizer:` section; without one, plain AdamW (the fused kernel, burn's bits).
     let precision = ctx.recipe().optimizer().unwrap_or_default();
     let mut optim = QuantAdamW::init::<B, Model<B>>(&adamw, precision);
     let ctx = ctx.shared();
