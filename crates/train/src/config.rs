@@ -5,6 +5,7 @@
 //! what needs the files it names (recipe, model, data) is checked by
 //! [`crate::setup::resolve`], before any work is done.
 
+use fp8_core::fused::adamw::AdamWConfig;
 use fp8_formats::DynamicRangeBlocks;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -157,11 +158,19 @@ impl TrainConfig {
 
     /// The recipe's name in run names and results: `recipe_label`, or the file stem.
     pub fn recipe_name(&self) -> String {
-        self.recipe_label.clone().unwrap_or_else(|| {
-            self.recipe
-                .file_stem()
-                .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
-        })
+        self.recipe_label
+            .clone()
+            .unwrap_or_else(|| recipe_stem(&self.recipe))
+    }
+
+    /// AdamW with this run's β₁, β₂, ε and weight decay (training and `fp8 bench train` step
+    /// the same optimizer).
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig::new()
+            .with_beta_1(self.beta1 as f32)
+            .with_beta_2(self.beta2 as f32)
+            .with_epsilon(self.adam_eps as f32)
+            .with_weight_decay(self.weight_decay as f32)
     }
 
     /// The model's name in run directory names: the spec, or `hf-<directory name>` for a
@@ -273,7 +282,7 @@ impl TrainConfig {
         self.inspect_blocks()?;
         let mut names = std::collections::BTreeSet::new();
         for path in &self.counterfactuals {
-            let name = counterfactual_name(path);
+            let name = recipe_stem(path);
             if !names.insert(name.clone()) {
                 return bad(
                     "counterfactuals",
@@ -341,8 +350,9 @@ impl TrainConfig {
     }
 }
 
-/// A counterfactual recipe's name in tags and checkpoints: its file's stem.
-pub fn counterfactual_name(path: &Path) -> String {
+/// A recipe file's name in results, tags and checkpoints: its file's stem (`recipe` when it has
+/// none).
+pub fn recipe_stem(path: &Path) -> String {
     path.file_stem()
         .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
 }

@@ -16,7 +16,6 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use fp8_core::context::{activate, Telemetry};
-use fp8_core::fused::adamw::AdamWConfig;
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, TokenDataset};
@@ -79,15 +78,10 @@ pub fn open<'o, B: FusedAutodiffBackend>(
     let lock = open_run_dir(&resolved, &run_dir, resume)?;
     describe_run(&resolved, &run_dir)?;
 
-    let adamw = AdamWConfig::new()
-        .with_beta_1(cfg.beta1 as f32)
-        .with_beta_2(cfg.beta2 as f32)
-        .with_epsilon(cfg.adam_eps as f32)
-        .with_weight_decay(cfg.weight_decay as f32);
     let ctx = resolved.context()?;
     // The recipe's `optimizer:` section; without one, plain AdamW (the fused kernel, burn's bits).
     let precision = ctx.recipe().optimizer().unwrap_or_default();
-    let mut optim = QuantAdamW::init::<B, Model<B>>(&adamw, precision);
+    let mut optim = QuantAdamW::init::<B, Model<B>>(&cfg.adamw(), precision);
     let ctx = ctx.shared();
 
     let mut state = LoopState::default();

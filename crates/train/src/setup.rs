@@ -85,7 +85,7 @@ fn read_counterfactuals(
             .with_context(|| format!("`counterfactuals`: {origin}"))?;
         crate::recipe_check::check(&text, &origin, &model.sites())
             .with_context(|| format!("`counterfactuals`: {origin}"))?;
-        out.push((crate::config::counterfactual_name(path), text));
+        out.push((crate::config::recipe_stem(path), text));
     }
     Ok(out)
 }

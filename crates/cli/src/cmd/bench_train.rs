@@ -6,8 +6,8 @@
 //! optimizer steps alternately, so a burst of load from elsewhere hits both; the *ratio* of their
 //! median step times is then a stable figure even when tokens/s is not. Each step is the training
 //! loop's own [`optimizer_step`](fp8_train::optimizer_step) (forward, backward, the recipe's
-//! end of step, global-norm clipping, AdamW with the recipe's `optimizer:` section), without logging, evaluation or checkpoints. As in
-//! training, the casts gather precision telemetry only on the steps training would log
+//! end of step, global-norm clipping, AdamW with the recipe's `optimizer:` section), without
+//! logging, evaluation or checkpoints. As in training, the casts gather precision telemetry only on the steps training would log
 //! ([`logs_at`](fp8_train::logs_at), every `log_every` = 10 steps by default) and
 //! otherwise only what the recipe needs.
 //!
@@ -20,14 +20,13 @@ use anyhow::Context;
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use fp8_core::context::activate;
-use fp8_core::fused::adamw::AdamWConfig;
 use fp8_core::FusedAutodiffBackend;
 use fp8_core::PrecisionContext;
 use fp8_io::data::{Batcher, DataSpec};
 use fp8_models::{HfCheckpoint, Model, ModelConfig};
 use fp8_train::optim::QuantAdamW;
 use fp8_train::{optimizer_step, TrainConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -157,11 +156,6 @@ fn summary(times: &[f64], cpu_seconds: f64, tokens_per_step: f64) -> serde_json:
     })
 }
 
-fn recipe_name(path: &Path) -> String {
-    path.file_stem()
-        .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned())
-}
-
 /// `fp8 bench train`.
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.steps > 0, "--steps must be at least 1");
@@ -238,19 +232,12 @@ fn bench<B: FusedAutodiffBackend>(
         let precision = recipe.optimizer().unwrap_or_default();
         B::seed(device, cfg.seed);
         runners.push(Runner {
-            name: recipe_name(path),
+            name: fp8_train::config::recipe_stem(path),
             model: Some(match &hf {
                 Some(ckpt) => ckpt.load::<B>(device)?,
                 None => model_cfg.init::<B>(device),
             }),
-            optim: QuantAdamW::init::<B, Model<B>>(
-                &AdamWConfig::new()
-                    .with_beta_1(cfg.beta1 as f32)
-                    .with_beta_2(cfg.beta2 as f32)
-                    .with_epsilon(cfg.adam_eps as f32)
-                    .with_weight_decay(cfg.weight_decay as f32),
-                precision,
-            ),
+            optim: QuantAdamW::init::<B, Model<B>>(&cfg.adamw(), precision),
             ctx: PrecisionContext::for_sites(recipe, &model_cfg.sites())?.shared(),
             times: Vec::new(),
             cpu_seconds: 0.0,
