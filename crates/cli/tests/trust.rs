@@ -482,4 +482,13 @@ fn every_option_is_checked_up_front() {
     let mut c = Command::new(EXE);
     c.args(["bench", "cast", "--elements", "1099511627776"]);
     refused(c, &["--elements 1099511627776", "cannot allocate"]);
+    // The default synthetic data has more token ids than the tiny model's 64: refused as
+    // training refuses it, not an out-of-bounds panic in the embedding.
+    let mut c = Command::new(EXE);
+    c.args([
+        "bench", "train", "--model", "tiny", "--seq", "16", "--steps", "2",
+    ])
+    .arg("--recipe")
+    .arg(recipe("fp32"));
+    refused(c, &["token ids but the model's vocabulary has 64"]);
 }

@@ -90,6 +90,29 @@ fn read_counterfactuals(
     Ok(out)
 }
 
+/// Refuse data the model cannot train on: token ids beyond its vocabulary (they would index past
+/// the embedding), or a split too short for one sequence of `seq` tokens and its target.
+pub fn check_data(data: &TokenDataset, model: &ModelConfig, seq: usize) -> anyhow::Result<()> {
+    if data.vocab_size > model.vocab_size {
+        bail!(
+            "the data uses {} token ids but the model's vocabulary has {}: pick a model with \
+             a larger vocab_size",
+            data.vocab_size,
+            model.vocab_size
+        );
+    }
+    for (name, split) in [("train", &data.train), ("validation", &data.val)] {
+        if split.len() <= seq + 1 {
+            bail!(
+                "the {name} split has {} tokens, too few for `seq` = {}",
+                split.len(),
+                seq
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Resolved {
     /// The run directory: the configured one, or `runs/<prefix>-<id>`.
     pub fn run_dir(&self) -> PathBuf {
@@ -141,23 +164,7 @@ impl Resolved {
             .data
             .load()
             .with_context(|| format!("loading `data` = {:?}", self.cfg.data))?;
-        if data.vocab_size > self.model.vocab_size {
-            bail!(
-                "the data uses {} token ids but the model's vocabulary has {}: pick a model with \
-                 a larger vocab_size",
-                data.vocab_size,
-                self.model.vocab_size
-            );
-        }
-        for (name, split) in [("train", &data.train), ("validation", &data.val)] {
-            if split.len() <= self.cfg.seq + 1 {
-                bail!(
-                    "the {name} split has {} tokens, too few for `seq` = {}",
-                    split.len(),
-                    self.cfg.seq
-                );
-            }
-        }
+        check_data(&data, &self.model, self.cfg.seq)?;
         Ok(data)
     }
 }

@@ -218,6 +218,7 @@ fn bench<B: FusedAutodiffBackend>(
         model_cfg.context
     );
     let data = DataSpec::parse(&cfg.data)?.load()?;
+    fp8_train::setup::check_data(&data, &model_cfg, cfg.seq)?;
     let batcher = Batcher::new(cfg.seed);
 
     let mut recipes = vec![a.recipe.clone()];
