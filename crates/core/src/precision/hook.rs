@@ -89,8 +89,8 @@ fn forward_gemm<B: QuantizeBackend>(
     let x = B::quantize_forward(x, site, Role::X);
     let w = B::quantize_forward(w, site, Role::W);
     let y = match kind {
-        GemmKind::Linear => B::linear(x, w, bias),
-        GemmKind::MatmulRhs2d | GemmKind::Batched => B::float_matmul(x, w),
+        GemmKind::Linear => B::gemm_linear(x, w, bias),
+        GemmKind::MatmulRhs2d | GemmKind::Batched => B::gemm_matmul(x, w),
     };
     B::quantize_forward(y, site, Role::Y)
 }
@@ -105,9 +105,12 @@ fn dgrad<B: QuantizeBackend>(
     let g = B::quantize_forward(g, site, Role::Dy);
     let w = B::quantize_forward(w, site, Role::WDgrad);
     let dx = match kind {
-        GemmKind::Linear | GemmKind::MatmulRhs2d => B::linear_x_backward(w, g),
-        GemmKind::Batched => B::float_matmul(g, B::float_transpose(w)),
-    };
+        GemmKind::Linear | GemmKind::MatmulRhs2d => {
+            B::gemm_linear_backward(None, Some(w), g, false).0
+        }
+        GemmKind::Batched => B::gemm_matmul_backward(None, Some(w), g).0,
+    }
+    .expect("the input gradient was asked for");
     B::quantize_forward(dx, site, Role::Dx)
 }
 
@@ -127,9 +130,12 @@ fn wgrad<B: QuantizeBackend>(
     let x = B::quantize_forward(x, site, Role::XWgrad);
     let g = B::quantize_forward(g, site, Role::DyWgrad);
     let dw = match kind {
-        GemmKind::Linear | GemmKind::MatmulRhs2d => B::linear_weight_backward(x, g),
-        GemmKind::Batched => B::float_matmul(B::float_transpose(x), g),
-    };
+        GemmKind::Linear | GemmKind::MatmulRhs2d => {
+            B::gemm_linear_backward(Some(x), None, g, false).1
+        }
+        GemmKind::Batched => B::gemm_matmul_backward(Some(x), None, g).1,
+    }
+    .expect("the weight gradient was asked for");
     B::quantize_forward(dw, site, Role::Dw)
 }
 
@@ -455,7 +461,8 @@ impl<B: QuantizeBackend> Backward<B, 3> for RequantizedLinearBias {
         let grad = grads.consume::<B>(&ops.node);
         let (x, w, site, kind) = ops.state;
         if let Some(node) = node_b {
-            grads.register::<B>(node.id, B::linear_bias_backward(grad.clone()));
+            let (_, _, db) = B::gemm_linear_backward(None, None, grad.clone(), true);
+            grads.register::<B>(node.id, db.expect("the bias gradient was asked for"));
         }
         if let Some(node) = node_w {
             grads.register::<B>(node.id, wgrad::<B>(x, grad.clone(), &site, kind));
