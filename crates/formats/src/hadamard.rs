@@ -18,6 +18,8 @@
 //! TE's default sign vector is hard-coded (`get_wgrad_sign_vector`, lines 335–340);
 //! [`RandomHadamard::from_seed`] draws one from a seed instead, as the paper describes.
 
+use crate::par::{self, Chunks};
+
 /// Size of the transform (NVFP4's block length).
 pub const RHT_SIZE: usize = 16;
 
@@ -70,7 +72,9 @@ impl RandomHadamard {
         t
     }
 
-    /// One chunk: `v ← vᵀ·T = H₁₆·(s∘v) / 4`.
+    /// One chunk: `v ← vᵀ·T = H₁₆·(s∘v) / 4` (the reference that [`apply`](Self::apply)'s
+    /// row-segment form is tested against).
+    #[cfg(test)]
     fn chunk(&self, v: &mut [f32; RHT_SIZE]) {
         for (x, &n) in v.iter_mut().zip(&self.negate) {
             if n {
@@ -103,15 +107,57 @@ impl RandomHadamard {
     /// If `data.len() != rows * cols`.
     pub fn apply(&self, data: &mut [f32], rows: usize, cols: usize) {
         assert_eq!(data.len(), rows * cols, "hadamard: data is not rows × cols");
-        let mut v = [0.0f32; RHT_SIZE];
-        for r0 in (0..rows / RHT_SIZE).map(|b| b * RHT_SIZE) {
-            for c in 0..cols {
-                for (i, x) in v.iter_mut().enumerate() {
-                    *x = data[(r0 + i) * cols + c];
+        if cols == 0 {
+            return;
+        }
+        let blocks = Chunks::new(
+            &mut data[..rows / RHT_SIZE * RHT_SIZE * cols],
+            RHT_SIZE * cols,
+        );
+        if rows >= RHT_SIZE {
+            // SAFETY: task `i` is the only one that takes block `i`.
+            par::for_each(blocks.count(), |i| {
+                self.rows16(unsafe { blocks.get(i) }, cols)
+            });
+        }
+    }
+
+    /// [`chunk`](Self::chunk) applied to every column of 16 consecutive rows at once: the same
+    /// operations on each element in the same order (so the same bits), done a whole row
+    /// segment at a time so they vectorize along the columns, in strips that stay in L1.
+    fn rows16(&self, block: &mut [f32], cols: usize) {
+        const STRIP: usize = 64;
+        let mut v = [[0.0f32; STRIP]; RHT_SIZE];
+        for c0 in (0..cols).step_by(STRIP) {
+            let w = STRIP.min(cols - c0);
+            for (i, row) in v.iter_mut().enumerate() {
+                let src = &block[i * cols + c0..i * cols + c0 + w];
+                if self.negate[i] {
+                    for (x, &y) in row.iter_mut().zip(src) {
+                        *x = -y;
+                    }
+                } else {
+                    row[..w].copy_from_slice(src);
                 }
-                self.chunk(&mut v);
-                for (i, x) in v.iter().enumerate() {
-                    data[(r0 + i) * cols + c] = *x;
+            }
+            let mut h = 1;
+            while h < RHT_SIZE {
+                for i in (0..RHT_SIZE).step_by(2 * h) {
+                    for j in i..i + h {
+                        let (lo, hi) = v.split_at_mut(j + h);
+                        for (a, b) in lo[j].iter_mut().zip(hi[0].iter_mut()) {
+                            let (x, y) = (*a, *b);
+                            *a = x + y;
+                            *b = x - y;
+                        }
+                    }
+                }
+                h *= 2;
+            }
+            for (i, row) in v.iter().enumerate() {
+                let dst = &mut block[i * cols + c0..i * cols + c0 + w];
+                for (d, &x) in dst.iter_mut().zip(row) {
+                    *d = x * 0.25;
                 }
             }
         }
@@ -164,6 +210,36 @@ mod tests {
         assert_eq!(&t[3][..4], &[-0.25, 0.25, 0.25, -0.25]);
         assert_eq!(RandomHadamard::from_seed(3), RandomHadamard::from_seed(3));
         assert_ne!(RandomHadamard::from_seed(3), RandomHadamard::from_seed(4));
+    }
+
+    /// `apply` (row segments, strips of 64 columns, blocks in parallel) computes exactly
+    /// what the one-column butterfly `chunk` gives for each column, on ragged widths.
+    #[test]
+    fn apply_equals_the_butterfly_per_column() {
+        let rht = RandomHadamard::from_seed(5);
+        let mut z = crate::rng::SplitMix64::new(9);
+        for (rows, cols) in [(32, 1), (48, 63), (16, 64), (35, 130), (64, 300)] {
+            let data: Vec<f32> = (0..rows * cols)
+                .map(|_| (z.next_u64() >> 40) as f32 / 1e5 - 80.0)
+                .collect();
+            let mut got = data.clone();
+            rht.apply(&mut got, rows, cols);
+            let mut want = data.clone();
+            for r0 in (0..rows / RHT_SIZE).map(|b| b * RHT_SIZE) {
+                for c in 0..cols {
+                    let mut v = [0.0f32; RHT_SIZE];
+                    for (i, x) in v.iter_mut().enumerate() {
+                        *x = data[(r0 + i) * cols + c];
+                    }
+                    rht.chunk(&mut v);
+                    for (i, x) in v.iter().enumerate() {
+                        want[(r0 + i) * cols + c] = *x;
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{rows}x{cols}");
+        }
     }
 
     /// Ragged tails stay untouched.

@@ -45,6 +45,8 @@ mod simd;
 mod source;
 mod stats;
 
+pub mod par;
+
 pub use cast::{cast_scalar, CastSpec};
 pub use format::{Family, Format, FormatError, Rounding};
 pub use hadamard::{RandomHadamard, RHT_SIZE};

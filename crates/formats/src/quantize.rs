@@ -13,10 +13,12 @@
 //! and scale are computed inside pass 2, from the block in cache.
 
 use crate::cast::{CastSpec, Consts};
+use crate::par::{self, Chunks};
 use crate::scaling::{tile_scale, Nvfp4Scales, QuantSpec, Scaling, TensorScale};
 use crate::simd::{cast_plain, dispatch, Acc, Layout, TileAmax, Tiled, BLOCK, CHUNK, PAR_MIN};
+use crate::source::Measure;
 use crate::stats::Stats;
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Cast a slice in place; `offset` is the element index of `data[0]` (for stochastic rounding).
 pub fn cast_slice(data: &mut [f32], spec: &CastSpec, offset: u64) {
@@ -25,7 +27,10 @@ pub fn cast_slice(data: &mut [f32], spec: &CastSpec, offset: u64) {
         return;
     }
     if data.len() >= PAR_MIN {
-        data.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+        let chunks = Chunks::new(data, CHUNK);
+        par::for_each(chunks.count(), |i| {
+            // SAFETY: task `i` is the only one that takes chunk `i`.
+            let c = unsafe { chunks.get(i) };
             cast_plain(c, &k, offset + (i * CHUNK) as u64);
         });
     } else {
@@ -49,8 +54,25 @@ fn view2d(shape: &[usize], len: usize) -> (usize, usize) {
 /// # Panics
 /// If the product of `shape` is not `data.len()`, or a block size is 0.
 pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
-    let (rows, cols) = view2d(shape, data.len());
-    if data.is_empty() {
+    // SAFETY: same layout, and every element stays initialized (written with `f32`s only).
+    let dst = unsafe { &mut *(data as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    quantize_measured(None, dst, shape, spec, Measure::Full)
+}
+
+/// [`quantize`] from `src` into `dst` (in place when `src` is `None`, and then every element of
+/// `dst` must be initialized), gathering only what `measure` asks for: the values are the same
+/// bits whatever it is, and below [`Measure::Full`] the pass skips the error and count
+/// statistics (most of its work on a training step that logs nothing). Every element of `dst`
+/// is initialized when it returns.
+pub(crate) fn quantize_measured(
+    src: Option<&[f32]>,
+    dst: &mut [MaybeUninit<f32>],
+    shape: &[usize],
+    spec: &QuantSpec,
+    measure: Measure,
+) -> Stats {
+    let (rows, cols) = view2d(shape, dst.len());
+    if dst.is_empty() {
         return Stats {
             scale: 1.0,
             snr_db: f64::INFINITY,
@@ -81,7 +103,10 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
             Scaling::None | Scaling::Tensor(TensorScale::Given(_))
         );
     let amax_grid = if needs_amax {
-        tile_amax(data, rows, cols, tr, tc, n_tr, n_tc)
+        // SAFETY: in place, `dst` is initialized (the caller's promise).
+        let input = src
+            .unwrap_or_else(|| unsafe { &*(&*dst as *const [MaybeUninit<f32>] as *const [f32]) });
+        tile_amax(input, rows, cols, tr, tc, n_tr, n_tc)
     } else {
         Vec::new()
     };
@@ -132,20 +157,27 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
         percol: percol.as_deref(),
         none: spec.scaling == Scaling::None,
         fused,
+        periodic,
     };
 
-    let run = |(i, chunk): (usize, &mut [f32])| {
+    let run = |(i, chunk): (usize, &mut [MaybeUninit<f32>])| {
+        let start = i * CHUNK;
         dispatch(Tiled {
-            data: chunk,
-            start: i * CHUNK,
+            src: src.map(|s| &s[start..start + chunk.len()]),
+            dst: chunk,
+            start,
             layout: &layout,
             k: &k,
+            stats: measure == Measure::Full,
         })
     };
-    let accs: Vec<Acc> = if data.len() >= PAR_MIN {
-        data.par_chunks_mut(CHUNK).enumerate().map(run).collect()
+    let n = dst.len();
+    let accs: Vec<Acc> = if n >= PAR_MIN {
+        let chunks = Chunks::new(dst, CHUNK);
+        // SAFETY: task `i` is the only one that takes chunk `i`.
+        par::map(chunks.count(), |i| run((i, unsafe { chunks.get(i) })))
     } else {
-        data.chunks_mut(CHUNK).enumerate().map(run).collect()
+        dst.chunks_mut(CHUNK).enumerate().map(run).collect()
     };
     let mut acc = Acc::default();
     for a in &accs {
@@ -157,7 +189,24 @@ pub fn quantize(data: &mut [f32], shape: &[usize], spec: &QuantSpec) -> Stats {
     } else {
         scale_report
     };
-    stats_from(&acc, scale_report)
+    match measure {
+        Measure::Full => stats_from(&acc, scale_report),
+        // As `source::elementwise` reports: the amax (from the tiles) if asked for, no more.
+        Measure::Amax | Measure::Nothing => Stats {
+            amax: if measure == Measure::Nothing {
+                0.0
+            } else if fused.is_some() {
+                f32::from_bits(acc.amax_bits)
+            } else {
+                f32::from_bits(amax_grid.iter().copied().max().unwrap_or(0))
+            },
+            scale: scale_report,
+            underflow: 0.0,
+            saturation: 0.0,
+            snr_db: f64::NAN,
+            count: n as u64,
+        },
+    }
 }
 
 fn stats_from(acc: &Acc, scale: f32) -> Stats {
@@ -189,26 +238,24 @@ fn tile_amax(
 ) -> Vec<u32> {
     // Work items are groups of whole rows; each produces the partial grid rows it touches.
     let rows_per_item = (CHUNK / cols).max(1);
-    let items: Vec<(usize, Vec<u32>)> = data
-        .par_chunks(rows_per_item * cols)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let r0 = i * rows_per_item;
-            let t0 = r0 / tr;
-            let r1 = r0 + chunk.len() / cols;
-            let t1 = (r1 - 1) / tr;
-            let mut part = vec![0u32; (t1 - t0 + 1) * n_tc];
-            for (j, row) in chunk.chunks(cols).enumerate() {
-                let t = (r0 + j) / tr - t0;
-                dispatch(TileAmax {
-                    row,
-                    tc,
-                    out: &mut part[t * n_tc..(t + 1) * n_tc],
-                });
-            }
-            (t0, part)
-        })
-        .collect();
+    let item_len = rows_per_item * cols;
+    let items: Vec<(usize, Vec<u32>)> = par::map(data.len().div_ceil(item_len), |i| {
+        let chunk = &data[i * item_len..((i + 1) * item_len).min(data.len())];
+        let r0 = i * rows_per_item;
+        let t0 = r0 / tr;
+        let r1 = r0 + chunk.len() / cols;
+        let t1 = (r1 - 1) / tr;
+        let mut part = vec![0u32; (t1 - t0 + 1) * n_tc];
+        for (j, row) in chunk.chunks(cols).enumerate() {
+            let t = (r0 + j) / tr - t0;
+            dispatch(TileAmax {
+                row,
+                tc,
+                out: &mut part[t * n_tc..(t + 1) * n_tc],
+            });
+        }
+        (t0, part)
+    });
     let mut grid = vec![0u32; n_tr * n_tc];
     for (t0, part) in items {
         for (g, p) in grid[t0 * n_tc..].iter_mut().zip(part) {

@@ -22,7 +22,7 @@ const LANES: usize = 16;
 const ABS: u32 = 0x7fff_ffff;
 const INF: u32 = 0x7f80_0000;
 
-/// Slices at least this long are split across the rayon pool.
+/// Slices at least this long are split over the team of [`crate::par`].
 pub(crate) const PAR_MIN: usize = 1 << 16;
 /// Fixed work-item size, independent of the thread count (keeps stats sums reproducible); a
 /// multiple of [`BLOCK`].
@@ -406,9 +406,11 @@ impl<const TC: usize> BlockScale for PerTile<'_, TC> {
 /// the stack buffers `ex` and `ee`. The second loop adds those from L1 into `LANES` f32
 /// accumulators indexed only by constants (so they live in vector registers and the order of
 /// the float additions is fixed). Padding elements (zeros) contribute nothing.
+///
+/// Without `STATS` only the values are computed (the caller takes the amax from its tiles).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block<const R: u8, S: BlockScale>(
+fn block<const R: u8, S: BlockScale, const STATS: bool>(
     qs: &mut [f32; BLOCK],
     ex: &mut [f32; BLOCK],
     ee: &mut [f32; BLOCK],
@@ -420,6 +422,20 @@ fn block<const R: u8, S: BlockScale>(
 ) {
     let hk = hi_key(k.key, idx0);
     let lo0 = idx0 as u32;
+    if !STATS {
+        for t in 0..BLOCK / S::G {
+            for u in 0..S::G {
+                let i = t * S::G + u;
+                let (s, inv) = sc.get(t, u);
+                let y = if S::NONE { qs[i] } else { qs[i] * s };
+                let q = f32::from_bits(
+                    cast_elem::<R>(y, k, hk, lo0.wrapping_add(i as u32), idx0 + i as u64).0,
+                );
+                qs[i] = if S::NONE { q } else { q * inv };
+            }
+        }
+        return;
+    }
     let (mut amax, mut under, mut sat) = (0u32, 0u32, 0u32);
     for t in 0..BLOCK / S::G {
         for u in 0..S::G {
@@ -503,30 +519,49 @@ pub(crate) struct Layout<'a> {
     /// dividing [`BLOCK`]): each block holds whole tiles, so their amax and scale are computed
     /// from the block itself, in the same memory pass (`grid` is then unused).
     pub fused: Option<TileRule>,
+    /// Tiles are the runs `[j·tc, (j+1)·tc)` of the flat index, `tc` 16 or 32, with scales
+    /// from `grid` (NVFP4's two-level scales, which need the tensor amax first): `grid[j]`
+    /// scales tile `j`, one broadcast per tile as in the fused case.
+    pub periodic: bool,
 }
 
-/// Quantize the elements `[start, start + data.len())` of the flattened view; `start` is a
+/// Quantize the elements `[start, start + dst.len())` of the flattened view; `start` is a
 /// multiple of [`BLOCK`].
 pub(crate) struct Tiled<'a> {
-    pub data: &'a mut [f32],
+    /// Where the values go: in place when `src` is `None` (then every element is initialized).
+    pub dst: &'a mut [MaybeUninit<f32>],
+    /// The input, as long as `dst`, read block by block into L1 (the copy of a shared tensor
+    /// fused into the cast: one pass over memory instead of a copy and a pass).
+    pub src: Option<&'a [f32]>,
     pub start: usize,
     pub layout: &'a Layout<'a>,
     pub k: &'a Consts,
+    /// Gather the statistics (else only the values, and the amax of fused tiles).
+    pub stats: bool,
 }
 
 impl Job for Tiled<'_> {
     type Out = Acc;
     #[inline(always)]
     fn run(self) -> Acc {
-        if self.k.e8m0 {
-            return tiled::<{ u8::MAX }>(self);
+        if self.stats {
+            tiled_with::<true>(self)
+        } else {
+            tiled_with::<false>(self)
         }
-        match self.k.rounding {
-            R_NEAREST => tiled::<R_NEAREST>(self),
-            R_ZERO => tiled::<R_ZERO>(self),
-            R_AWAY => tiled::<R_AWAY>(self),
-            _ => tiled::<R_STOCH>(self),
-        }
+    }
+}
+
+#[inline(always)]
+fn tiled_with<const STATS: bool>(job: Tiled<'_>) -> Acc {
+    if job.k.e8m0 {
+        return tiled::<{ u8::MAX }, STATS>(job);
+    }
+    match job.k.rounding {
+        R_NEAREST => tiled::<R_NEAREST, STATS>(job),
+        R_ZERO => tiled::<R_ZERO, STATS>(job),
+        R_AWAY => tiled::<R_AWAY, STATS>(job),
+        _ => tiled::<R_STOCH, STATS>(job),
     }
 }
 
@@ -580,7 +615,7 @@ type BlockArgs<'a> = (
 /// vectors and one horizontal max), its scale, then [`block`] with one broadcast scale per
 /// tile. Returns the sum and number of the scales of the real tiles.
 #[inline(always)]
-fn fused_block<const R: u8, const TC: usize>(
+fn fused_block<const R: u8, const TC: usize, const STATS: bool>(
     (qs, ex, ee, fl, k, idx0, lanes): BlockArgs<'_>,
     n: usize,
     rule: TileRule,
@@ -620,7 +655,7 @@ fn fused_block<const R: u8, const TC: usize>(
         sum += if t < used { f64::from(s) } else { 0.0 };
     }
     lanes.amax = lanes.amax.max(amax.into_iter().fold(0, u32::max));
-    block::<R, _>(qs, ex, ee, fl, k, &PerTile::<TC>(sc, inv), idx0, lanes);
+    block::<R, _, STATS>(qs, ex, ee, fl, k, &PerTile::<TC>(sc, inv), idx0, lanes);
     (sum, used)
 }
 
@@ -688,12 +723,14 @@ fn prefetch_block(p: *const f32) {
 }
 
 #[inline(always)]
-fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
+fn tiled<const R: u8, const STATS: bool>(job: Tiled<'_>) -> Acc {
     let Tiled {
-        data,
+        dst,
+        src,
         start,
         layout: l,
         k,
+        stats: _,
     } = job;
     let k = *k; // a local copy: LLVM then keeps the constants in registers
     let k = &k;
@@ -706,36 +743,52 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
     let mut inv = [0f32; BLOCK];
     let (mut scale_sum, mut tiles) = (0f64, 0u64);
     let avx512 = simd_level() == SimdLevel::Avx512;
-    let nblocks = data.len().div_ceil(BLOCK);
-    let base = data.as_ptr();
-    for (b, chunk) in data.chunks_mut(BLOCK).enumerate() {
+    let len = dst.len();
+    if let Some(s) = src {
+        assert_eq!(s.len(), len, "tiled: source and destination lengths differ");
+    }
+    let nblocks = len.div_ceil(BLOCK);
+    let base = src.map_or(dst.as_ptr().cast::<f32>(), <[f32]>::as_ptr);
+    for (b, chunk) in dst.chunks_mut(BLOCK).enumerate() {
         let flat = start + b * BLOCK;
         let n = chunk.len();
         if b + 2 < nblocks {
             prefetch_block(base.wrapping_add((b + 2) * BLOCK));
         }
-        // A full block is cast in place; the last, short one through a zero-padded copy.
-        let qs: &mut [f32; BLOCK] = match chunk.try_into() {
-            Ok(full) => full,
-            Err(_) => {
-                tail[..n].copy_from_slice(chunk);
+        // A full block is cast where it lies; a source block, and the last, short one, through
+        // a (zero-padded) copy on the stack.
+        let qs: &mut [f32; BLOCK] = match src {
+            Some(s) => {
+                tail[..n].copy_from_slice(&s[b * BLOCK..b * BLOCK + n]);
                 tail[n..].fill(0.0);
                 &mut tail
+            }
+            None => {
+                // SAFETY: in place, every element of `dst` is initialized (see the field).
+                let chunk = unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                match chunk.try_into() {
+                    Ok(full) => full,
+                    Err(_) => {
+                        tail[..n].copy_from_slice(chunk);
+                        tail[n..].fill(0.0);
+                        &mut tail
+                    }
+                }
             }
         };
         let idx0 = flat as u64;
         let (ex, ee, fl) = (&mut ex, &mut ee, &mut fl);
         if l.none {
-            block::<R, _>(qs, ex, ee, fl, k, &NoScale, idx0, &mut lanes);
+            block::<R, _, STATS>(qs, ex, ee, fl, k, &NoScale, idx0, &mut lanes);
         } else if let Some(rule) = l.fused {
             // Whole tiles of `tc` elements (the last one possibly cut short by the data end;
             // its zero padding does not change the amax).
             let args = (qs, ex, ee, fl, k, idx0, &mut lanes);
             let (sum, used) = match l.tc {
-                16 => fused_block::<R, 16>(args, n, rule, &mut sc, &mut inv, avx512),
-                32 => fused_block::<R, 32>(args, n, rule, &mut sc, &mut inv, avx512),
-                64 => fused_block::<R, 64>(args, n, rule, &mut sc, &mut inv, avx512),
-                128 => fused_block::<R, 128>(args, n, rule, &mut sc, &mut inv, avx512),
+                16 => fused_block::<R, 16, STATS>(args, n, rule, &mut sc, &mut inv, avx512),
+                32 => fused_block::<R, 32, STATS>(args, n, rule, &mut sc, &mut inv, avx512),
+                64 => fused_block::<R, 64, STATS>(args, n, rule, &mut sc, &mut inv, avx512),
+                128 => fused_block::<R, 128, STATS>(args, n, rule, &mut sc, &mut inv, avx512),
                 tc => {
                     let (qs, ex, ee, fl, k, idx0, lanes) = args;
                     let mut sum = 0f64;
@@ -745,27 +798,49 @@ fn tiled<const R: u8>(job: Tiled<'_>) -> Acc {
                             let a = x.to_bits() & ABS;
                             m.max(sel(a < INF, a, 0))
                         });
+                        lanes.amax = lanes.amax.max(a);
                         let (s, i) = tile_scale(rule, a);
                         sc[t * tc..(t + 1) * tc].fill(s);
                         inv[t * tc..(t + 1) * tc].fill(i);
                         sum += f64::from(s);
                     }
-                    block::<R, _>(qs, ex, ee, fl, k, &PerElem(&sc, &inv), idx0, lanes);
+                    block::<R, _, STATS>(qs, ex, ee, fl, k, &PerElem(&sc, &inv), idx0, lanes);
                     (sum, used)
                 }
             };
             scale_sum += sum;
             tiles += used as u64;
+        } else if l.periodic && matches!(l.tc, 16 | 32) {
+            let (t0, used) = (flat / l.tc, n.div_ceil(l.tc));
+            for t in 0..BLOCK / l.tc {
+                // Tiles past the data end cover zero padding: any scale will do.
+                (sc[t], inv[t]) = if t < used { l.grid[t0 + t] } else { (1.0, 1.0) };
+            }
+            if STATS {
+                // `block` leaves the amax of grouped scales to its caller.
+                let a = qs.iter().fold(0u32, |m, &x| m.max(finite_abs_bits(x)));
+                lanes.amax = lanes.amax.max(a);
+            }
+            let (ex, ee, fl) = (ex, ee, fl);
+            if l.tc == 16 {
+                let sc = PerTile::<16>(&sc, &inv);
+                block::<R, _, STATS>(qs, ex, ee, fl, k, &sc, idx0, &mut lanes);
+            } else {
+                let sc = PerTile::<32>(&sc, &inv);
+                block::<R, _, STATS>(qs, ex, ee, fl, k, &sc, idx0, &mut lanes);
+            }
         } else if let Some((s, i)) = fill_scales(l, flat, n, &mut sc, &mut inv) {
-            block::<R, _>(qs, ex, ee, fl, k, &Uniform(s, i), idx0, &mut lanes);
+            block::<R, _, STATS>(qs, ex, ee, fl, k, &Uniform(s, i), idx0, &mut lanes);
         } else {
-            block::<R, _>(qs, ex, ee, fl, k, &PerElem(&sc, &inv), idx0, &mut lanes);
+            block::<R, _, STATS>(qs, ex, ee, fl, k, &PerElem(&sc, &inv), idx0, &mut lanes);
         }
-        if n < BLOCK {
-            chunk.copy_from_slice(&tail[..n]);
+        if src.is_some() || n < BLOCK {
+            for (d, &q) in chunk.iter_mut().zip(&tail[..n]) {
+                d.write(q);
+            }
         }
     }
-    let mut acc = lanes.finish(data.len() as u64);
+    let mut acc = lanes.finish(len as u64);
     acc.scale_sum = scale_sum;
     acc.tiles = tiles;
     acc
@@ -782,6 +857,14 @@ impl Job for TileAmax<'_> {
     type Out = ();
     #[inline(always)]
     fn run(self) {
+        if self.tc == 1 {
+            // One tile per column (scales down the columns): an element-wise max that
+            // vectorizes along the row.
+            for (o, &x) in self.out.iter_mut().zip(self.row) {
+                *o = (*o).max(finite_abs_bits(x));
+            }
+            return;
+        }
         for (t, seg) in self.row.chunks(self.tc).enumerate() {
             let mut m = [0u32; LANES];
             let mut it = seg.chunks_exact(LANES);

@@ -13,11 +13,11 @@
 //! [`Measure::Full`] so are the statistics.
 
 use crate::cast::Consts;
-use crate::quantize::quantize;
+use crate::par::{self, Chunks};
+use crate::quantize::quantize_measured;
 use crate::scaling::{QuantSpec, Scaling, TensorScale};
 use crate::simd::{dispatch, Elementwise, EwData, CHUNK, PAR_MIN};
 use crate::stats::Stats;
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Which statistics a quantize call gathers.
@@ -71,8 +71,9 @@ pub enum Source<'a> {
 /// as in [`quantize`](crate::quantize).
 ///
 /// Without tiles (no scaling or a given tensor scale) and without [`Measure::Full`] this is a
-/// single elementwise pass, as cheap as [`cast_slice`](crate::cast_slice). Other specs gather
-/// everything (their scales need tile amaxes anyway).
+/// single elementwise pass, as cheap as [`cast_slice`](crate::cast_slice). Tiled specs take
+/// their tile amaxes and scales in any case, and gather the error and count statistics only for
+/// [`Measure::Full`].
 ///
 /// # Panics
 /// If the product of `shape` is not `dst.len()`, a slice source differs in length, or a strided
@@ -98,7 +99,11 @@ pub fn quantize_from(
                     }))
                 })
             }
-            None => quantize(dst, shape, spec),
+            None => {
+                // SAFETY: same layout; in place, every element stays initialized.
+                let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                quantize_measured(None, dst, shape, spec, measure)
+            }
         };
     }
     // SAFETY: `[f32]` and `[MaybeUninit<f32>]` have the same layout, and `quantize_into` only
@@ -133,24 +138,26 @@ pub fn quantize_into(
         }
         Source::Strided(v) => Some(Merged::new(v, n)),
     };
-    let fill = |start: usize, chunk: &mut [MaybeUninit<f32>]| match (&view, src) {
-        (Some(v), _) => v.gather(start, chunk),
-        (None, Source::Slice(s)) => write_slice(chunk, &s[start..start + chunk.len()]),
-        _ => unreachable!("an in-place source was rejected above"),
-    };
     let Some(scale) = elementwise_scale(spec, measure) else {
-        // Tiles or every statistic: copy, then quantize in place. (The statistics pass costs
-        // more than the copy; only telemetry steps and tiled schemes come here.)
+        // Tiles or every statistic: a slice is read by the quantize pass itself; a strided
+        // view is gathered first, then quantized in place.
+        let Some(v) = &view else {
+            let Source::Slice(s) = src else {
+                unreachable!("an in-place source was rejected above")
+            };
+            return quantize_measured(Some(s), dst, shape, spec, measure);
+        };
         if n >= PAR_MIN {
-            dst.par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(i, c)| fill(i * CHUNK, c));
+            let chunks = Chunks::new(dst, CHUNK);
+            // SAFETY: task `i` is the only one that takes chunk `i`.
+            par::for_each(chunks.count(), |i| {
+                v.gather(i * CHUNK, unsafe { chunks.get(i) })
+            });
         } else {
-            fill(0, dst);
+            v.gather(0, dst);
         }
-        // SAFETY: `fill` wrote every element.
-        let dst = unsafe { assume_init(dst) };
-        return quantize(dst, shape, spec);
+        // `gather` wrote every element.
+        return quantize_measured(None, dst, shape, spec, measure);
     };
     let dst = SyncPtr(dst.as_mut_ptr(), n);
     elementwise(n, spec, scale, measure, |start, len, cast| {
@@ -226,7 +233,7 @@ fn elementwise(
     };
     let items = n.div_ceil(CHUNK);
     let amax = if n >= PAR_MIN {
-        (0..items).into_par_iter().map(run).max().unwrap_or(0)
+        par::map(items, run).into_iter().max().unwrap_or(0)
     } else {
         (0..items).map(run).max().unwrap_or(0)
     };

@@ -672,3 +672,75 @@ fn mx_fused_all_rules_match_scalar_reference() {
         }
     }
 }
+
+/// NVFP4 along the rows (1×16 tiles scaled from the grid of two-level scales, one broadcast per
+/// tile) on ragged shapes with zeros, NaN, ±inf and values that underflow: the statistics
+/// against a recomputation from the inputs and the quantized values, and the same values with
+/// and without them.
+#[test]
+fn nvfp4_rows_stats_match_a_recomputation() {
+    let mut z = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        z ^= z << 13;
+        z ^= z >> 7;
+        z ^= z << 17;
+        z
+    };
+    for shape in [[1usize, 1000], [3, 48], [130, 32], [64, 160]] {
+        let n = shape[0] * shape[1];
+        let data: Vec<f32> = (0..n)
+            .map(|i| {
+                let h = next();
+                let v = ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                    * 2f32.powi((h % 24) as i32 - 12);
+                match i % 89 {
+                    3 => 0.0,
+                    4 => f32::NAN,
+                    5 => f32::NEG_INFINITY,
+                    6 => 1e-9,
+                    _ => v,
+                }
+            })
+            .collect();
+        let spec = QuantSpec {
+            cast: CastSpec::new(Format::FLOAT4_E2M1FN),
+            scaling: Scaling::Nvfp4 {
+                axis: BlockAxis::Cols,
+            },
+        };
+        let mut got = data.clone();
+        let st = quantize(&mut got, &shape, &spec);
+        let mut plain = vec![0.0; n];
+        quantize_from(
+            Source::Slice(&data),
+            &mut plain,
+            &shape,
+            &spec,
+            Measure::Nothing,
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&plain),
+            bits(&got),
+            "{shape:?}: values without statistics"
+        );
+        let fin = || data.iter().zip(&got).filter(|(x, _)| x.is_finite());
+        let amax = fin().fold(0f32, |m, (x, _)| m.max(x.abs()));
+        let under = fin().filter(|(x, q)| **x != 0.0 && **q == 0.0).count();
+        let (mut sx2, mut se2) = (0f64, 0f64);
+        for (&x, &q) in fin().filter(|(_, q)| q.is_finite()) {
+            sx2 += f64::from(x * x);
+            se2 += f64::from((x - q) * (x - q));
+        }
+        assert!(under > 0, "{shape:?}: the data has underflows to count");
+        assert_eq!(st.amax, amax, "{shape:?}");
+        assert_eq!(st.count, n as u64);
+        assert_eq!(st.underflow, under as f64 / n as f64, "{shape:?}");
+        let snr = 10.0 * (sx2 / se2).log10();
+        assert!(
+            (st.snr_db - snr).abs() < 1e-3,
+            "{shape:?}: {} vs {snr}",
+            st.snr_db
+        );
+    }
+}

@@ -75,6 +75,29 @@ fn specs() -> Vec<QuantSpec> {
         cast: cast(e4m3),
         scaling: Scaling::Col { pow2: false },
     });
+    // The production recipes' schemes: MX down the rows (the column-wise copies), NVFP4 along
+    // and down the rows, with stochastic rounding as on NVIDIA's gradients.
+    v.push(QuantSpec {
+        cast: cast(e4m3),
+        scaling: Scaling::Mx {
+            block: 32,
+            rule: MxRule::Rceil,
+            axis: BlockAxis::Rows,
+        },
+    });
+    let e2m1 = Format::FLOAT4_E2M1FN;
+    v.push(QuantSpec {
+        cast: cast(e2m1),
+        scaling: Scaling::Nvfp4 {
+            axis: BlockAxis::Cols,
+        },
+    });
+    v.push(QuantSpec {
+        cast: cast(e2m1).with_rounding(Rounding::Stochastic).with_seed(3),
+        scaling: Scaling::Nvfp4 {
+            axis: BlockAxis::Rows,
+        },
+    });
     v
 }
 

@@ -17,7 +17,9 @@
 
 pub mod adamw;
 pub mod gemm;
-pub mod par;
+/// The fork-join team of every parallel loop of a step; it lives in fp8-formats, whose casts
+/// run on it too.
+pub use fp8_formats::par;
 mod rows;
 mod simd;
 

@@ -33,8 +33,9 @@ fn every_shipped_file_builds() {
     }
     // fp32, bf16, delayed, current, mxfp8, blockwise, nvfp4, e8m6..e8m3, e7m7, progressive, and
     // today's production recipes: mxfp8_nvidia, mxfp8_nvidia_2d, nvfp4_nvidia,
-    // torchao_{tensorwise, rowwise, rowwise_with_gw_hp}, te_float8_{block,current}_scaling.
-    assert_eq!(n, 21);
+    // torchao_{tensorwise, rowwise, rowwise_with_gw_hp}, te_float8_{block,current}_scaling,
+    // and coat (current scaling with COAT's optimizer states).
+    assert_eq!(n, 22);
 }
 
 #[test]

@@ -234,16 +234,20 @@ fn describe_run(resolved: &Resolved, run_dir: &Path) -> anyhow::Result<()> {
 
 /// The TensorBoard scalars of one inspection (`inspect/…` and `counterfactual/…` tags), named
 /// as TransformerEngine's debug tools name them.
-fn inspection_scalars(i: &fp8_formats::Inspection) -> [(&'static str, f32); 7] {
-    [
-        ("dynamic_range", i.dynamic_range as f32),
-        ("max_block_dynamic_range", i.max_block_dynamic_range as f32),
-        ("mse", i.mse as f32),
-        ("underflow_pct", i.underflow_pct as f32),
-        ("overflow_pct", i.overflow_pct as f32),
-        ("scale_inv_min", i.scale_inv_min),
-        ("scale_inv_max", i.scale_inv_max),
-    ]
+fn inspection_scalars(i: &fp8_formats::Inspection) -> impl Iterator<Item = (&'static str, f32)> {
+    // In the order of the names the TensorBoard layout charts.
+    let values = [
+        i.dynamic_range as f32,
+        i.max_block_dynamic_range as f32,
+        i.mse as f32,
+        i.underflow_pct as f32,
+        i.overflow_pct as f32,
+        i.scale_inv_min,
+        i.scale_inv_max,
+    ];
+    fp8_io::tensorboard::custom_scalars::INSPECT_STATS
+        .into_iter()
+        .zip(values)
 }
 
 fn lock_ctx(ctx: &Mutex<PrecisionContext>) -> std::sync::MutexGuard<'_, PrecisionContext> {

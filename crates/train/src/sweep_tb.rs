@@ -1,14 +1,17 @@
 //! TensorBoard views of a sweep, written when a sweep invocation ends: the HParams dashboard
 //! (one session per finished point: recipe, format, learning rate, seed, model and data as
 //! hyperparameters; final and best loss, outcome, spike count and max sharpness as metrics) and
-//! a Custom Scalars layout that charts one role's statistic for all sites of a layer together
-//! (see `fp8_io::tensorboard::{hparams, custom_scalars}`). Both go to fixed file names, so a
+//! a Custom Scalars layout that charts one role's statistic for all sites of a layer together,
+//! and, when a run inspects its casts, their TransformerEngine-style statistics for the active and
+//! the counterfactual recipes the same way (see `fp8_io::tensorboard::{hparams, custom_scalars}`). Both go to fixed file names, so a
 //! resumed sweep replaces them; `tensorboard --logdir OUT` shows them.
 
 use crate::sweep::{status, Grid, PointStatus};
 use anyhow::Context;
 use fp8_core::Role;
-use fp8_io::tensorboard::custom_scalars::{precision_layout, write_layout, ROLES, STATS};
+use fp8_io::tensorboard::custom_scalars::{
+    inspection_layout, precision_layout, write_layout, ROLES, STATS,
+};
 use fp8_io::tensorboard::hparams::{write_sweep, SweepRun};
 use fp8_stats::results::Outcome;
 use std::path::Path;
@@ -52,7 +55,17 @@ pub fn write_tensorboard(grid: &Grid, out: &Path) -> anyhow::Result<()> {
     );
     write_sweep(out, &description, &runs)
         .with_context(|| format!("writing TensorBoard HParams into {}", out.display()))?;
-    write_layout(out, &precision_layout(&sites, &ROLES, &STATS))
+    let mut layout = precision_layout(&sites, &ROLES, &STATS);
+    let inspects = grid
+        .points
+        .iter()
+        .any(|p| p.config.inspect.is_some() || !p.config.counterfactuals.is_empty());
+    if inspects {
+        layout
+            .category
+            .extend(inspection_layout(&sites, &ROLES).category);
+    }
+    write_layout(out, &layout)
         .with_context(|| format!("writing the TensorBoard layout into {}", out.display()))
 }
 

@@ -3,7 +3,10 @@
 //! Training logs `precision/<site>/<role>/<stat>` for every GEMM site, which the plain scalars
 //! dashboard shows as hundreds of separate charts. [`precision_layout`] groups them instead:
 //! one category per layer (`h.3`, `lm_head`), one chart per role and statistic, whose lines
-//! are that layer's sites.
+//! are that layer's sites. [`inspection_layout`] does the same for the TransformerEngine-style
+//! statistics of `--inspect` and `--counterfactual` (`inspect/<site>/<role>/<stat>` and
+//! `counterfactual/<recipe>/<site>/<role>/<stat>`), with the active recipe's and every
+//! counterfactual recipe's lines in the same chart.
 //!
 //! The layout is a `tensorboard.Layout` (tensorboard/plugins/custom_scalar/layout.proto; field
 //! numbers copied from it), serialized into a scalar string tensor under
@@ -65,6 +68,17 @@ pub const ROLES: [&str; 9] = [
 ];
 /// The per-role statistics training logs.
 pub const STATS: [&str; 5] = ["amax", "scale", "underflow", "saturation", "snr_db"];
+/// The statistics `--inspect` and `--counterfactual` log per site and role (fp8-train's tests
+/// check them against what it writes).
+pub const INSPECT_STATS: [&str; 7] = [
+    "dynamic_range",
+    "max_block_dynamic_range",
+    "mse",
+    "underflow_pct",
+    "overflow_pct",
+    "scale_inv_min",
+    "scale_inv_max",
+];
 
 /// The layer a GEMM site belongs to: `h.<n>` for a block's sites (`h.3.attn.qkv` → `h.3`),
 /// the site itself otherwise (`lm_head`).
@@ -82,6 +96,37 @@ pub fn layer_of(site: &str) -> &str {
 /// role × statistic whose regex matches exactly `precision/<site>/<role>/<stat>` for the
 /// layer's sites. Categories start collapsed: a 12-layer model has 13 of 30 charts each.
 pub fn precision_layout(sites: &[impl AsRef<str>], roles: &[&str], stats: &[&str]) -> Layout {
+    Layout {
+        version: 0,
+        category: layer_categories(sites, "precision", "precision", roles, stats),
+    }
+}
+
+/// The categories `inspect <layer>`, as [`precision_layout`]'s, for the [`INSPECT_STATS`]: each
+/// chart matches `inspect/<site>/<role>/<stat>` and `counterfactual/<any recipe>/<site>/…` for
+/// the layer's sites, so the active recipe and its counterfactuals share a chart.
+pub fn inspection_layout(sites: &[impl AsRef<str>], roles: &[&str]) -> Layout {
+    Layout {
+        version: 0,
+        category: layer_categories(
+            sites,
+            "inspect",
+            "(?:inspect|counterfactual/[^/]+)",
+            roles,
+            &INSPECT_STATS,
+        ),
+    }
+}
+
+/// One collapsed category `<title> <layer>` per layer, one chart per role × statistic whose
+/// regex is `<prefix>/(?:<the layer's sites>)/<role>/<stat>$` (`prefix` is a regex itself).
+fn layer_categories(
+    sites: &[impl AsRef<str>],
+    title: &str,
+    prefix: &str,
+    roles: &[&str],
+    stats: &[&str],
+) -> Vec<Category> {
     let mut layers: Vec<(&str, Vec<&str>)> = Vec::new();
     for site in sites.iter().map(AsRef::as_ref) {
         let layer = layer_of(site);
@@ -90,7 +135,7 @@ pub fn precision_layout(sites: &[impl AsRef<str>], roles: &[&str], stats: &[&str
             None => layers.push((layer, vec![site])),
         }
     }
-    let category = layers
+    layers
         .into_iter()
         .map(|(layer, members)| {
             let alternatives = members
@@ -105,7 +150,7 @@ pub fn precision_layout(sites: &[impl AsRef<str>], roles: &[&str], stats: &[&str
                     title: format!("{layer} {role} {stat}"),
                     multiline: Some(MultilineChartContent {
                         tag: vec![format!(
-                            "precision/(?:{alternatives})/{}/{}$",
+                            "{prefix}/(?:{alternatives})/{}/{}$",
                             regex_escape(role),
                             regex_escape(stat)
                         )],
@@ -113,16 +158,12 @@ pub fn precision_layout(sites: &[impl AsRef<str>], roles: &[&str], stats: &[&str
                 })
                 .collect();
             Category {
-                title: format!("precision {layer}"),
+                title: format!("{title} {layer}"),
                 chart,
                 closed: true,
             }
         })
-        .collect();
-    Layout {
-        version: 0,
-        category,
-    }
+        .collect()
 }
 
 /// Escape every character that Python's `re` gives a meaning to.
@@ -186,6 +227,22 @@ mod tests {
         assert_eq!(
             h0.chart[0].multiline.as_ref().unwrap().tag,
             [r"precision/(?:h\.0\.attn\.qkv|h\.0\.mlp\.fc)/x/amax$"]
+        );
+    }
+
+    /// The inspection charts of a layer overlay the active recipe and every counterfactual
+    /// (their recipe names are a path segment of their own).
+    #[test]
+    fn inspection_charts_hold_active_and_counterfactual_series() {
+        let sites = ["h.0.attn.qkv", "h.0.mlp.fc", "lm_head"];
+        let l = inspection_layout(&sites, &["x"]);
+        let titles: Vec<&str> = l.category.iter().map(|c| c.title.as_str()).collect();
+        assert_eq!(titles, ["inspect h.0", "inspect lm_head"]);
+        assert_eq!(l.category[0].chart.len(), INSPECT_STATS.len());
+        assert_eq!(l.category[0].chart[2].title, "h.0 x mse");
+        assert_eq!(
+            l.category[0].chart[2].multiline.as_ref().unwrap().tag,
+            [r"(?:inspect|counterfactual/[^/]+)/(?:h\.0\.attn\.qkv|h\.0\.mlp\.fc)/x/mse$"]
         );
     }
 

@@ -1,4 +1,7 @@
-//! A fork-join team for the short parallel loops of a training step: [`for_each`].
+//! A fork-join team for the short parallel loops of a training step: [`for_each`] and [`map`].
+//! The casts of this crate and fp8-kernels' GEMMs and row kernels all run on it, so a step's
+//! loops share one set of threads (a cast on rayon's pool found the team's helper still
+//! polling for the next GEMM, and the two took turns on the cores).
 //!
 //! # Why not rayon
 //!
@@ -76,6 +79,15 @@ pub fn for_each(n: usize, task: impl Fn(usize) + Sync) {
     if let Some(payload) = payload {
         panic::resume_unwind(payload);
     }
+}
+
+/// `f(i)` for every `i` in `0..n`, run as [`for_each`] does, collected in index order.
+pub fn map<T: Send + Default>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let mut out: Vec<T> = (0..n).map(|_| T::default()).collect();
+    let slots = Chunks::new(&mut out, 1);
+    // SAFETY: task `i` is the only one that takes slot `i`.
+    for_each(n, |i| unsafe { slots.get(i) }[0] = f(i));
+    out
 }
 
 /// One open loop: tasks `0..n`, handed out in order by `next`.
