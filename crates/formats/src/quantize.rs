@@ -14,8 +14,10 @@
 
 use crate::cast::{CastSpec, Consts};
 use crate::par::{self, Chunks};
-use crate::scaling::{tile_scale, Nvfp4Scales, QuantSpec, Scaling, TensorScale};
-use crate::simd::{cast_plain, dispatch, Acc, Layout, TileAmax, Tiled, BLOCK, CHUNK, PAR_MIN};
+use crate::scaling::{tile_scale, Nvfp4Scales, QuantSpec, Scaling, TensorScale, TileRule};
+use crate::simd::{
+    cast_plain, dispatch, Acc, ColumnScaled, Layout, TileAmax, Tiled, BLOCK, CHUNK, PAR_MIN,
+};
 use crate::source::Measure;
 use crate::stats::Stats;
 use std::mem::MaybeUninit;
@@ -97,6 +99,18 @@ pub(crate) fn quantize_measured(
     // (A tensor scale is reported as such, not as a mean of tile scales: not fused.)
     let tensor = matches!(spec.scaling, Scaling::Tensor(_));
     let fused = rule.filter(|_| periodic && !tensor);
+    // Narrow tiles a few rows tall (MX and current-scaled blocks down the columns, as in the
+    // column-wise copies of the backward GEMMs' operands) go by bands of whole tile rows.
+    if let Some(rule) = rule.filter(|_| !tensor && (2..=64).contains(&tr) && tc < 16 && n_tc > 1) {
+        let t = Tiles {
+            rows,
+            cols,
+            tr,
+            tc,
+            n_tc,
+        };
+        return bands(src, dst, t, rule, &k, measure);
+    }
     let needs_amax = fused.is_none()
         && !matches!(
             spec.scaling,
@@ -148,6 +162,37 @@ pub(crate) fn quantize_measured(
                 })
                 .collect()
         });
+    if let Some(pc) = percol.as_deref().filter(|_| measure != Measure::Full) {
+        // Narrow tiles without statistics: whole rows with their per-column scales, in bands of
+        // whole tile rows.
+        let per_band = (CHUNK / (tr * cols)).max(1);
+        let chunks = Chunks::new(dst, per_band * tr * cols);
+        let run = |i: usize| {
+            // SAFETY: task `i` is the only one that takes band `i`.
+            let out = unsafe { chunks.get(i) };
+            let start = i * per_band * tr * cols;
+            dispatch(ColumnScaled {
+                src: src.map(|s| &s[start..start + out.len()]),
+                dst: out,
+                cols,
+                tr,
+                percol: &pc[i * per_band..],
+                k: &k,
+                start,
+            })
+        };
+        let n = chunks.count();
+        if rows * cols >= PAR_MIN {
+            par::for_each(n, run);
+        } else {
+            (0..n).for_each(run);
+        }
+        let acc = Acc {
+            amax_bits: amax_grid.iter().copied().max().unwrap_or(0),
+            ..Acc::default()
+        };
+        return report(&acc, scale_report, measure, rows * cols);
+    }
     let layout = Layout {
         cols,
         tr,
@@ -158,6 +203,7 @@ pub(crate) fn quantize_measured(
         none: spec.scaling == Scaling::None,
         fused,
         periodic,
+        tile_row0: 0,
     };
 
     let run = |(i, chunk): (usize, &mut [MaybeUninit<f32>])| {
@@ -187,26 +233,147 @@ pub(crate) fn quantize_measured(
         debug_assert_eq!(acc.tiles, (n_tr * n_tc) as u64);
         (acc.scale_sum / acc.tiles.max(1) as f64) as f32
     } else {
+        // Without statistics the pass leaves the amax to the tiles.
+        if measure != Measure::Full {
+            acc.amax_bits = amax_grid.iter().copied().max().unwrap_or(0);
+        }
         scale_report
     };
+    report(&acc, scale_report, measure, n)
+}
+
+/// The [`Stats`] of a pass: everything for [`Measure::Full`]; else, as `source::elementwise`
+/// reports, the amax if asked for and no more.
+fn report(acc: &Acc, scale: f32, measure: Measure, n: usize) -> Stats {
     match measure {
-        Measure::Full => stats_from(&acc, scale_report),
-        // As `source::elementwise` reports: the amax (from the tiles) if asked for, no more.
+        Measure::Full => stats_from(acc, scale),
         Measure::Amax | Measure::Nothing => Stats {
-            amax: if measure == Measure::Nothing {
-                0.0
-            } else if fused.is_some() {
+            amax: if measure == Measure::Amax {
                 f32::from_bits(acc.amax_bits)
             } else {
-                f32::from_bits(amax_grid.iter().copied().max().unwrap_or(0))
+                0.0
             },
-            scale: scale_report,
+            scale,
             underflow: 0.0,
             saturation: 0.0,
             snr_db: f64::NAN,
             count: n as u64,
         },
     }
+}
+
+/// The 2-D view and its tiles: `tr × tc` tiles, `n_tc` of them per tile row.
+#[derive(Clone, Copy)]
+struct Tiles {
+    rows: usize,
+    cols: usize,
+    tr: usize,
+    tc: usize,
+    n_tc: usize,
+}
+
+/// [`quantize_measured`] for tiles a few rows tall and narrow: each work item is a band of whole
+/// tile rows (about [`CHUNK`] elements) whose tile amaxes, scales and cast are done one after
+/// the other while the band is in cache, so the tensor is read from memory once, not twice.
+/// Work items are merged in order, so the result does not depend on the thread count.
+fn bands(
+    src: Option<&[f32]>,
+    dst: &mut [MaybeUninit<f32>],
+    t: Tiles,
+    rule: TileRule,
+    k: &Consts,
+    measure: Measure,
+) -> Stats {
+    let Tiles {
+        rows,
+        cols,
+        tr,
+        tc,
+        n_tc,
+    } = t;
+    let n = dst.len();
+    let per_band = (CHUNK / (tr * cols)).max(1);
+    let band_len = per_band * tr * cols;
+    let chunks = Chunks::new(dst, band_len);
+    let run = |i: usize| -> (Acc, f64) {
+        // SAFETY: task `i` is the only one that takes band `i`.
+        let out = unsafe { chunks.get(i) };
+        let start = i * band_len;
+        let src = src.map(|s| &s[start..start + out.len()]);
+        let band_tiles = (out.len() / cols).div_ceil(tr);
+        let mut amax = vec![0u32; band_tiles * n_tc];
+        {
+            // SAFETY: in place, `out` is initialized (the caller's promise); this view ends
+            // before `out` is written.
+            let input = src.unwrap_or_else(|| unsafe {
+                &*(&*out as *const [MaybeUninit<f32>] as *const [f32])
+            });
+            for (j, row) in input.chunks(cols).enumerate() {
+                let t = j / tr;
+                dispatch(TileAmax {
+                    row,
+                    tc,
+                    out: &mut amax[t * n_tc..(t + 1) * n_tc],
+                });
+            }
+        }
+        let grid: Vec<(f32, f32)> = amax.iter().map(|&a| tile_scale(rule, a)).collect();
+        let percol: Vec<(Vec<f32>, Vec<f32>)> = grid
+            .chunks(n_tc)
+            .map(|row| (0..cols).map(|c| row[c / tc]).unzip())
+            .collect();
+        let scale_sum: f64 = grid.iter().map(|&(s, _)| f64::from(s)).sum();
+        if measure != Measure::Full {
+            dispatch(ColumnScaled {
+                src,
+                dst: out,
+                cols,
+                tr,
+                percol: &percol,
+                k,
+                start,
+            });
+            let acc = Acc {
+                amax_bits: amax.iter().copied().max().unwrap_or(0),
+                ..Acc::default()
+            };
+            return (acc, scale_sum);
+        }
+        let layout = Layout {
+            cols,
+            tr,
+            tc,
+            n_tc,
+            grid: &grid,
+            percol: Some(&percol),
+            none: false,
+            fused: None,
+            periodic: false,
+            tile_row0: i * per_band,
+        };
+        let acc = dispatch(Tiled {
+            dst: out,
+            src,
+            start,
+            layout: &layout,
+            k,
+            stats: true,
+        });
+        (acc, scale_sum)
+    };
+    let items: Vec<(Acc, f64)> = if n >= PAR_MIN {
+        par::map(chunks.count(), run)
+    } else {
+        (0..chunks.count()).map(run).collect()
+    };
+    let mut acc = Acc::default();
+    let mut scale_sum = 0f64;
+    for (a, s) in &items {
+        acc.merge(a);
+        scale_sum += s;
+    }
+    let n_tiles = rows.div_ceil(tr) * n_tc;
+    report(&acc, (scale_sum / n_tiles as f64) as f32, measure, n)
 }
 
 fn stats_from(acc: &Acc, scale: f32) -> Stats {

@@ -523,10 +523,13 @@ pub(crate) struct Layout<'a> {
     /// from `grid` (NVFP4's two-level scales, which need the tensor amax first): `grid[j]`
     /// scales tile `j`, one broadcast per tile as in the fused case.
     pub periodic: bool,
+    /// The tile row that `grid` and `percol` begin with (a band of tile rows, see
+    /// `quantize::bands`; 0 for the whole tensor).
+    pub tile_row0: usize,
 }
 
 /// Quantize the elements `[start, start + dst.len())` of the flattened view; `start` is a
-/// multiple of [`BLOCK`].
+/// multiple of [`BLOCK`] for fused tiles.
 pub(crate) struct Tiled<'a> {
     /// Where the values go: in place when `src` is `None` (then every element is initialized).
     pub dst: &'a mut [MaybeUninit<f32>],
@@ -578,7 +581,7 @@ fn fill_scales(
     while pos < n {
         let f = flat + pos;
         let (r, c) = (f / l.cols, f % l.cols);
-        let tile_row = r / l.tr;
+        let tile_row = r / l.tr - l.tile_row0;
         if let Some(pc) = l.percol {
             let run = (l.cols - c).min(n - pos);
             let (s, i) = &pc[tile_row];
@@ -844,6 +847,80 @@ fn tiled<const R: u8, const STATS: bool>(job: Tiled<'_>) -> Acc {
     acc.scale_sum = scale_sum;
     acc.tiles = tiles;
     acc
+}
+
+/// Quantize rows `[row0, row0 + dst.len() / cols)` of the 2-D view with one `(scale, inverse)`
+/// per element of a row, `percol[r / tr]` for row `r` of this band (its narrow tiles' scales
+/// expanded per column), without statistics: what [`Tiled`] computes for each element, bit
+/// for bit, in a loop over whole rows that needs no per-block scale copies. `start` is the flat
+/// index of the band's first element.
+pub(crate) struct ColumnScaled<'a> {
+    /// `None`: in place (every element of `dst` initialized).
+    pub src: Option<&'a [f32]>,
+    pub dst: &'a mut [MaybeUninit<f32>],
+    pub cols: usize,
+    pub tr: usize,
+    pub percol: &'a [(Vec<f32>, Vec<f32>)],
+    pub k: &'a Consts,
+    pub start: usize,
+}
+
+impl Job for ColumnScaled<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        if self.k.e8m0 {
+            return column_scaled::<{ u8::MAX }>(self);
+        }
+        match self.k.rounding {
+            R_NEAREST => column_scaled::<R_NEAREST>(self),
+            R_ZERO => column_scaled::<R_ZERO>(self),
+            R_AWAY => column_scaled::<R_AWAY>(self),
+            _ => column_scaled::<R_STOCH>(self),
+        }
+    }
+}
+
+#[inline(always)]
+fn column_scaled<const R: u8>(j: ColumnScaled<'_>) {
+    let k = *j.k; // a local copy: LLVM then keeps the constants in registers
+    let k = &k;
+    let mut buf = [0f32; BLOCK];
+    for (r, out) in j.dst.chunks_mut(j.cols).enumerate() {
+        let (s, inv) = &j.percol[r / j.tr];
+        let off = r * j.cols;
+        // Segments of a block, so an in-place row goes through the stack.
+        for c0 in (0..out.len()).step_by(BLOCK) {
+            let c1 = (c0 + BLOCK).min(out.len());
+            let x: &[f32] = match j.src {
+                Some(src) => &src[off + c0..off + c1],
+                None => {
+                    // SAFETY: in place, `dst` is initialized (see the field).
+                    let seg =
+                        unsafe { &*(&out[c0..c1] as *const [MaybeUninit<f32>] as *const [f32]) };
+                    buf[..c1 - c0].copy_from_slice(seg);
+                    &buf[..c1 - c0]
+                }
+            };
+            let base0 = (j.start + off + c0) as u64;
+            let (s, inv, out) = (&s[c0..c1], &inv[c0..c1], &mut out[c0..c1]);
+            for (st, e) in runs(base0, c1 - c0) {
+                let base = base0 + st as u64;
+                let (hk, lo0) = (hi_key(k.key, base), base as u32);
+                let it = out[st..e]
+                    .iter_mut()
+                    .zip(&x[st..e])
+                    .zip(&s[st..e])
+                    .zip(&inv[st..e]);
+                for (i, (((d, &x), &s), &inv)) in it.enumerate() {
+                    let lo = lo0.wrapping_add(i as u32);
+                    let y = x * s;
+                    let q = f32::from_bits(cast_elem::<R>(y, k, hk, lo, base + i as u64).0);
+                    d.write(q * inv);
+                }
+            }
+        }
+    }
 }
 
 /// Largest finite |x| (as bits) per tile column of each row, merged into `out[tile_col]`.
