@@ -6,7 +6,9 @@
 //! Needs a Python with the `tensorboard` package, named by `FP8_PYTHON`; without it the test says
 //! so and passes, unless `CI` is set.
 
-use fp8_io::tensorboard::custom_scalars::{precision_layout, write_layout, ROLES, STATS};
+use fp8_io::tensorboard::custom_scalars::{
+    inspection_layout, precision_layout, write_layout, ROLES, STATS,
+};
 use fp8_io::tensorboard::hparams::{write_sweep, SweepRun};
 use fp8_io::tensorboard::EventWriter;
 use serde_json::Value;
@@ -113,6 +115,51 @@ fn tensorboard_shows_our_hparams_and_layout() {
         .map(|h| h["name"].as_str().unwrap())
         .collect();
     assert_eq!(order, ["recipe", "format", "lr", "seed", "model", "data"]);
+}
+
+/// An inspection chart, served by TensorBoard's custom scalars route, holds the active recipe's
+/// (`inspect/`) and a counterfactual recipe's series of exactly the layer's sites, and none of
+/// another layer's or of the precision telemetry.
+#[test]
+fn tensorboard_charts_inspection_and_counterfactual_series_together() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let runs = [sweep_run("a", 1e-3, 0, false)];
+    {
+        let mut w = EventWriter::create(dir.path().join(&runs[0].run_dir)).unwrap();
+        for step in 0..2 {
+            for site in SITES {
+                for prefix in ["inspect", "counterfactual/mxfp8", "precision"] {
+                    w.add_scalar(&format!("{prefix}/{site}/x/mse"), step as f32, step)
+                        .unwrap();
+                }
+            }
+        }
+    }
+    write_sweep(dir.path(), "one run", &runs).unwrap();
+    let layout = inspection_layout(&SITES, &ROLES);
+    write_layout(dir.path(), &layout).unwrap();
+    let chart = &layout.category[0].chart[2];
+    assert_eq!(chart.title, "h.0 x mse");
+    let regex = chart.multiline.as_ref().unwrap().tag[0].clone();
+
+    let got = serve_with_tensorboard(&py, dir.path(), "runs/a", &regex);
+    for provider in ["multiplexer", "data_server"] {
+        let s = &got[provider]["scalars"];
+        assert_eq!(s["regex_valid"], true, "{provider}: {s}");
+        let mut tags: Vec<&String> = s["tag_to_events"].as_object().unwrap().keys().collect();
+        tags.sort();
+        assert_eq!(
+            tags,
+            [
+                "counterfactual/mxfp8/h.0.attn.qkv/x/mse",
+                "counterfactual/mxfp8/h.0.mlp.fc/x/mse",
+                "inspect/h.0.attn.qkv/x/mse",
+                "inspect/h.0.mlp.fc/x/mse",
+            ],
+            "{provider}"
+        );
+    }
 }
 
 /// What one data provider's TensorBoard answered, against what we wrote.
