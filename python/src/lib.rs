@@ -3,10 +3,12 @@
 //! `fp8.quantize(x, format, ...)` returns `dequantize(quantize(x))` as a new float32 array of
 //! `x`'s shape, bit for bit what `fp8 cast` writes for the same options. The input is read in
 //! place (contiguous or strided, no copy) and the output written once, by fp8-formats'
-//! vectorized, multi-threaded kernels with the GIL released.
+//! vectorized, multi-threaded kernels with the GIL released, into memory recycled from earlier
+//! results where it can be ([`results`]).
 
 mod input;
 mod options;
+mod results;
 
 use fp8_formats::{quantize_into, Format, Measure, Stats};
 use input::F32Input;
@@ -31,6 +33,8 @@ use std::mem::MaybeUninit;
 /// subnormals: False flushes results below the smallest normal to zero.
 ///
 /// With the defaults the result equals ml_dtypes' x.astype(fmt).astype(np.float32).
+/// A large result (4 to 256 MiB) may reuse the memory of one of the last two large results
+/// once nothing references it any more (see python/README.md).
 /// Raises TypeError for anything but a float32 ndarray and ValueError for unknown options.
 #[pyfunction]
 #[pyo3(signature = (x, format, *, rounding="nearest", scaling="none", block=32, seed=0,
@@ -49,16 +53,33 @@ fn quantize<'py>(
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let spec = spec(format, rounding, scaling, block, seed, saturate, subnormals)?;
     let input = F32Input::new(x, "quantize")?;
-    // SAFETY: every element of `out` is written by `quantize_into` before Python sees it.
-    let out = unsafe { PyArrayDyn::<f32>::new(py, input.shape(), false) };
+    Ok(cast(py, &input, &spec, Measure::Nothing).0)
+}
+
+/// `dequantize(quantize(x))` into a new array, and the statistics `measure` asks for (an
+/// empty input has none: scale 1, exact).
+fn cast<'py>(
+    py: Python<'py>,
+    input: &F32Input<'py>,
+    spec: &fp8_formats::QuantSpec,
+    measure: Measure,
+) -> (Bound<'py, PyArrayDyn<f32>>, Stats) {
+    let out = results::uninit(py, input.shape());
     let n = input.len();
-    // SAFETY: `out` is a fresh C-contiguous array of `n` elements that nothing else references.
-    let dst = unsafe { std::slice::from_raw_parts_mut(out.data().cast::<MaybeUninit<f32>>(), n) };
-    if n > 0 {
-        let (src, shape) = (input.source(), input.kernel_shape());
-        py.detach(|| quantize_into(src, dst, &shape, &spec, Measure::Nothing));
+    if n == 0 {
+        let exact = Stats {
+            scale: 1.0,
+            snr_db: f64::INFINITY,
+            ..Stats::default()
+        };
+        return (out, exact);
     }
-    Ok(out)
+    // SAFETY: `out` is a C-contiguous array of `n` elements that nothing else references, and
+    // `quantize_into` writes every one of them.
+    let dst = unsafe { std::slice::from_raw_parts_mut(out.data().cast::<MaybeUninit<f32>>(), n) };
+    let (src, shape) = (input.source(), input.kernel_shape());
+    let stats = py.detach(|| quantize_into(src, dst, &shape, spec, measure));
+    (out, stats)
 }
 
 /// The telemetry of fp8.quantize with the same arguments, as a dict: amax (largest finite |x|),
@@ -84,26 +105,7 @@ fn quantize_stats<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let spec = spec(format, rounding, scaling, block, seed, saturate, subnormals)?;
     let input = F32Input::new(x, "quantize_stats")?;
-    let n = input.len();
-    let stats = if n == 0 {
-        Stats {
-            scale: 1.0,
-            snr_db: f64::INFINITY,
-            ..Stats::default()
-        }
-    } else {
-        let (src, shape) = (input.source(), input.kernel_shape());
-        py.detach(|| {
-            let mut dst = Vec::with_capacity(n);
-            quantize_into(
-                src,
-                &mut dst.spare_capacity_mut()[..n],
-                &shape,
-                &spec,
-                Measure::Full,
-            )
-        })
-    };
+    let (_, stats) = cast(py, &input, &spec, Measure::Full);
     let d = PyDict::new(py);
     d.set_item("amax", f64::from(stats.amax))?;
     d.set_item("scale", f64::from(stats.scale))?;

@@ -2,6 +2,7 @@
 
 import sys
 import threading
+import weakref
 
 import ml_dtypes
 import numpy as np
@@ -233,6 +234,45 @@ def test_input_is_not_modified_and_read_only_input_is_fine(x):
     assert_bits_equal(x, before, "input")
     x.flags.writeable = False
     assert_bits_equal(fp8.quantize(x, E4M3), round_trip(before, E4M3), "read-only")
+
+
+# --- recycled result memory ----------------------------------------------------------------
+
+BIG = (1 << 20) + 3  # elements: just over 4 MiB, so results are recycled (python/src/results.rs)
+
+
+def test_a_large_result_nobody_holds_is_recycled_and_held_ones_never_change():
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal(BIG).astype(np.float32) * s for s in (1.0, 100.0, 1e-3, 3.0)]
+    refs = [round_trip(x, E4M3) for x in xs]
+    y0 = fp8.quantize(xs[0], E4M3)
+    first = weakref.ref(y0)
+    view = fp8.quantize(xs[1], E4M3)[::2]  # only a view of the second result stays alive
+    del y0
+    assert first() is not None, "the dropped result is kept for the next call"
+    y2 = fp8.quantize(xs[2], E4M3)
+    assert y2 is first(), "the next call of that shape writes into it"
+    assert y2.flags.owndata and y2.flags.writeable and y2.flags.c_contiguous and y2.base is None
+    y3 = fp8.quantize(xs[3], E4M3)  # every kept result is held now: fresh memory
+    assert y3 is not y2 and y3 is not view.base
+    assert_bits_equal(y2, refs[2], "recycled")
+    assert_bits_equal(view, refs[1][::2], "held through a view")
+    assert_bits_equal(y3, refs[3], "fresh")
+    small = xs[0][:4096].reshape(64, 64)[:, :7]
+    assert_bits_equal(fp8.quantize(small, E4M3), round_trip(small, E4M3), "a small result")
+
+
+def test_a_result_made_read_only_or_reshaped_is_not_recycled():
+    x = np.random.default_rng(8).standard_normal(BIG).astype(np.float32)
+    y = fp8.quantize(x, E4M3)
+    y.flags.writeable = False
+    z = fp8.quantize(x, E4M3)
+    z.shape = (1, BIG)
+    gone = [weakref.ref(y), weakref.ref(z)]
+    del y, z
+    w = fp8.quantize(x * 2, E4M3)
+    assert all(w is not r() for r in gone)
+    assert_bits_equal(w, round_trip(x * 2, E4M3), "fresh")
 
 
 # --- formats() and the GIL -----------------------------------------------------------------
