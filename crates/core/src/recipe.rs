@@ -82,8 +82,9 @@ pub trait Recipe: Send {
     }
 
     /// The random Hadamard transform applied to both operands of the wgrad GEMM of `site` at
-    /// `step`, along the token axis and before their quantization (NVIDIA's NVFP4 recipe). Only
-    /// consulted when [`requantizes_backward`](Recipe::requantizes_backward) is true.
+    /// `step`, along the token axis and before their quantization (NVIDIA's NVFP4 recipe); `None`
+    /// where the recipe does not quantize them itself (a layer kept in BF16). Only consulted
+    /// when [`requantizes_backward`](Recipe::requantizes_backward) is true.
     fn wgrad_hadamard(&self, _site: &str, _step: u64) -> Option<RandomHadamard> {
         None
     }

@@ -17,6 +17,16 @@
 //!   in the FPU's own nearest-even mode (the sum lies in `[M, 2M)`, whose f32 spacing is `q`).
 //!   Truncation, ties-away and stochastic rounding are corrections of that result. This avoids
 //!   a per-element variable shift, which x86 cannot vectorize before AVX2.
+//! - **Nearest-even for most formats, in one step**: with `C = 2^(e − m + 23)` for the biased
+//!   f32 exponent `e` of `|x|`, raised to `M` below the target's min normal, `(|x| + C) − C`
+//!   rounds `|x|` to the target's quantum in either range by the FPU alone (the sum lies in
+//!   `[C, 2C)`, whose spacing is that quantum). Five operations replace both paths above; it is
+//!   used when it gives the same bits: `m ≥ 1` (with no mantissa the target code's parity is not
+//!   the f32 sum's), ties to even (not e8m0's ties up), and a format maximum below `2^(105 + m)`,
+//!   so that every `|x|` whose `C` would leave f32's range (`e ≥ 232 + m`) overflows anyway
+//!   (there `C` is inf or wraps to a tiny negative, and the result is NaN or `|x|`, above max).
+//!   That is every 4-, 6- and 8-bit format; formats with f32's 8 exponent bits keep the
+//!   integer path.
 //! - Both paths are computed for every element and selected with a mask, then overflow, NaN,
 //!   inf, −0 and flush-to-zero are patched with further selects. There are no data-dependent
 //!   branches, so LLVM vectorizes the loops over it, which are compiled once per SIMD level
@@ -106,10 +116,22 @@ pub(crate) const R_NEAREST: u8 = 0;
 pub(crate) const R_ZERO: u8 = 1;
 pub(crate) const R_AWAY: u8 = 2;
 pub(crate) const R_STOCH: u8 = 3;
+/// Nearest-even by the FPU in one step (see the module docs), for the formats where it gives
+/// the bits of [`R_NEAREST`].
+pub(crate) const R_NEAREST_FPU: u8 = 4;
 
-pub(crate) fn rounding_code(r: Rounding) -> u8 {
+/// The rounding code of `r` for format `f`.
+pub(crate) fn rounding_code(r: Rounding, f: Format) -> u8 {
     match r {
-        Rounding::NearestEven => R_NEAREST,
+        Rounding::NearestEven => {
+            let m = u32::from(f.man_bits);
+            let small_range = f.max().to_bits() < ((232 + m) << 23);
+            if (1..=22).contains(&m) && f.family != Family::E8m0 && small_range {
+                R_NEAREST_FPU
+            } else {
+                R_NEAREST
+            }
+        }
         Rounding::TowardZero => R_ZERO,
         Rounding::NearestAway => R_AWAY,
         Rounding::Stochastic => R_STOCH,
@@ -171,6 +193,8 @@ pub(crate) struct Consts {
     /// bits, for every rounding but stochastic (whose random bits are used differently there).
     pub(crate) sub_free: bool,
     pub(crate) rounding: u8,
+    /// `(23 − m) << 23`: added to the exponent bits of `|x|` gives `C` of [`R_NEAREST_FPU`].
+    fpu_shift: u32,
     pub(crate) saturate: bool,
     nearest_ties_up: bool,
 }
@@ -263,7 +287,8 @@ impl Consts {
             e8m0: fam == Family::E8m0,
             identity: f == Format::FLOAT32 && spec.subnormals && !sat,
             sub_free: emin == -126 && fam != Family::E8m0 && spec.rounding != Rounding::Stochastic,
-            rounding: rounding_code(spec.rounding),
+            rounding: rounding_code(spec.rounding, f),
+            fpu_shift: sh << 23,
             saturate: sat,
             nearest_ties_up: fam == Family::E8m0,
         }
@@ -326,6 +351,13 @@ pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
     let sign = x & SIGN;
     let a = x & ABS;
     let e = a >> 23;
+
+    if R == R_NEAREST_FPU {
+        // Exponent bits plus (23 − m): C's bits, unless they leave f32's range (see above).
+        let c = f32::from_bits((a & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
+        let af = f32::from_bits(a);
+        return finish(((af + c) - c).to_bits(), sign, a, k);
+    }
 
     // Normal range: integer rounding with a constant shift.
     let kept = a >> k.sh;
@@ -433,6 +465,7 @@ pub(crate) fn cast_one(x: f32, k: &Consts, index: u64) -> (u32, bool) {
         return cast_e8m0(x, k, index);
     }
     match k.rounding {
+        R_NEAREST_FPU => cast_bits::<R_NEAREST_FPU>(x.to_bits(), k, 0),
         R_NEAREST => cast_bits::<R_NEAREST>(x.to_bits(), k, 0),
         R_ZERO => cast_bits::<R_ZERO>(x.to_bits(), k, 0),
         R_AWAY => cast_bits::<R_AWAY>(x.to_bits(), k, 0),

@@ -136,7 +136,7 @@ pub(crate) fn quantize_measured(
             let amax = amax_grid.iter().copied().max().map_or(0.0, f32::from_bits);
             let nv = Nvfp4Scales::new(fmt_max, amax);
             tensor_scale = Some(nv.tensor_scale());
-            amax_grid.iter().map(|&a| nv.block(a)).collect()
+            nv.blocks(&amax_grid)
         }
         // Current scaling and MX: each tile by its own rule.
         _ => {

@@ -366,8 +366,25 @@ impl Nvfp4Scales {
     /// `(scale, inverse)` of a block with amax bits `amax_bits`; `(0, 0)` when the block scale
     /// rounds to zero (TE's FLT_MAX encode then clamps and decodes to zero too).
     pub(crate) fn block(&self, amax_bits: u32) -> (f32, f32) {
-        let sb = (f32::from_bits(amax_bits) * self.mult).min(f32::MAX);
-        let sb = f32::from_bits(cast_one(sb, &self.e4m3, 0).0);
+        let sb = f32::from_bits(cast_one(self.unrounded(amax_bits), &self.e4m3, 0).0);
+        self.encode_decode(sb)
+    }
+
+    /// [`block`](Self::block) of every block amax, with the E4M3 casts done by the vectorized
+    /// slice kernel (a tensor has one block per 16 elements, so this is no small loop).
+    pub(crate) fn blocks(&self, amax_bits: &[u32]) -> Vec<(f32, f32)> {
+        let mut sb: Vec<f32> = amax_bits.iter().map(|&a| self.unrounded(a)).collect();
+        crate::simd::cast_plain(&mut sb, &self.e4m3, 0);
+        sb.into_iter().map(|sb| self.encode_decode(sb)).collect()
+    }
+
+    #[inline(always)]
+    fn unrounded(&self, amax_bits: u32) -> f32 {
+        (f32::from_bits(amax_bits) * self.mult).min(f32::MAX)
+    }
+
+    #[inline(always)]
+    fn encode_decode(&self, sb: f32) -> (f32, f32) {
         let dec = sb * self.g_dec;
         if sb > 0.0 && dec.is_finite() {
             ((1.0 / dec).min(f32::MAX), dec)

@@ -10,7 +10,8 @@
 //! callers in `quantize` and `source`.
 
 use crate::cast::{
-    cast_bits, cast_bits_sub, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST, R_STOCH,
+    cast_bits, cast_bits_sub, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST,
+    R_NEAREST_FPU, R_STOCH,
     R_ZERO,
 };
 use crate::cpu::{self, simd_level, SimdLevel};
@@ -135,6 +136,7 @@ impl Job for Plain<'_> {
             return plain::<{ u8::MAX }>(data, k, offset);
         }
         match k.rounding {
+            R_NEAREST_FPU => plain::<R_NEAREST_FPU>(data, k, offset),
             R_NEAREST => plain::<R_NEAREST>(data, k, offset),
             R_ZERO => plain::<R_ZERO>(data, k, offset),
             R_AWAY => plain::<R_AWAY>(data, k, offset),
@@ -288,6 +290,9 @@ impl Job for Elementwise<'_> {
             return ew::<{ u8::MAX }, true>(self);
         }
         match (self.k.rounding, self.k.sub_free) {
+            // Never `sub_free` (f32's exponent range is not a small one), and it has no
+            // separate subnormal path to skip.
+            (R_NEAREST_FPU, _) => ew::<R_NEAREST_FPU, true>(self),
             (R_NEAREST, true) => ew::<R_NEAREST, false>(self),
             (R_NEAREST, false) => ew::<R_NEAREST, true>(self),
             (R_ZERO, true) => ew::<R_ZERO, false>(self),
@@ -561,6 +566,7 @@ fn tiled_with<const STATS: bool>(job: Tiled<'_>) -> Acc {
         return tiled::<{ u8::MAX }, STATS>(job);
     }
     match job.k.rounding {
+        R_NEAREST_FPU => tiled::<R_NEAREST_FPU, STATS>(job),
         R_NEAREST => tiled::<R_NEAREST, STATS>(job),
         R_ZERO => tiled::<R_ZERO, STATS>(job),
         R_AWAY => tiled::<R_AWAY, STATS>(job),
@@ -873,6 +879,7 @@ impl Job for ColumnScaled<'_> {
             return column_scaled::<{ u8::MAX }>(self);
         }
         match self.k.rounding {
+            R_NEAREST_FPU => column_scaled::<R_NEAREST_FPU>(self),
             R_NEAREST => column_scaled::<R_NEAREST>(self),
             R_ZERO => column_scaled::<R_ZERO>(self),
             R_AWAY => column_scaled::<R_AWAY>(self),

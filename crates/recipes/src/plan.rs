@@ -166,8 +166,20 @@ impl Recipe for Plan {
         self.optimizer
     }
 
-    fn wgrad_hadamard(&self, _site: &str, step: u64) -> Option<RandomHadamard> {
-        self.rht.map(|r| r.at(step))
+    /// Only where the recipe's own rules quantize both wgrad operands: the transform belongs to
+    /// the NVFP4 quantizer of those tensors (TE sets `random_hadamard_transform` on the
+    /// quantizer parameters, transformer_engine/common/recipe/__init__.py:593-609), so a layer an
+    /// override keeps in BF16 (or leaves alone) runs its wgrad GEMM untransformed, as in TE.
+    fn wgrad_hadamard(&self, site: &str, step: u64) -> Option<RandomHadamard> {
+        let by_rule = |role: Role| {
+            let rule = self.rules.get(&role);
+            matches!(
+                self.targeting.target(site, role, rule.is_some()),
+                Target::Rule
+            ) && rule.is_some_and(|r| self.format_at(r, step) != Format::FLOAT32)
+        };
+        let rht = self.rht?;
+        (by_rule(Role::XWgrad) && by_rule(Role::DyWgrad)).then(|| rht.at(step))
     }
 
     fn bind_sites(&mut self, sites: &[String]) -> Result<(), RecipeError> {
