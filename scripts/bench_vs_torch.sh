@@ -67,7 +67,7 @@ echo "# absolute figures vary by machine; compare the ratio"
 cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print ($9 == "" ? 0 : $9), t}' /proc/stat; }
 steal_pct() { # steal share between two cpu_ticks readings
     awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
-        printf "%.1f", d > 0 ? 100 * (y[1] - x[1]) / d : 0}'
+        printf "%.1f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }

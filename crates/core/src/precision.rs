@@ -85,7 +85,7 @@ mod hook;
 pub mod wgpu;
 
 pub use device::quantize_via_device;
-pub use hook::{quantize_flex, quantize_via_host, GemmKind, QuantizeBackend};
+pub use hook::{hadamard_via_host, quantize_flex, quantize_via_host, GemmKind, QuantizeBackend};
 
 use crate::{sites, Role};
 use burn_backend::backend::{AutodiffBackend, Backend, BackendTypes, ExecutionError};

@@ -264,6 +264,51 @@ fn hadamard_keeps_the_wgrad_gemm_exact_without_quantization() {
 }
 
 #[test]
+fn flex_transforms_on_its_own_buffer_as_the_host_path_does() {
+    use fp8_core::precision::hadamard_via_host;
+    let h = RandomHadamard::from_seed(5);
+    let v = values(M * 2 * K, 3);
+    let base = tensor::<Flex, 3>(&v, [2, M / 2, 2 * K]);
+    let cases: Vec<(&str, Tensor<Flex, 3>)> = vec![
+        (
+            "contiguous, its own buffer",
+            tensor::<Flex, 3>(&v, [2, M / 2, 2 * K]),
+        ),
+        ("sharing a buffer", base.clone()),
+        (
+            "a transposed view",
+            tensor::<Flex, 3>(&v, [2, 2 * K, M / 2]).swap_dims(1, 2),
+        ),
+        ("a narrowed view", base.clone().narrow(2, 3, K)),
+    ];
+    for (what, t) in cases {
+        let want = host(Tensor::<Flex, 3>::from_primitive(
+            burn::tensor::TensorPrimitive::Float(hadamard_via_host::<Flex>(
+                t.clone().into_primitive().tensor(),
+                &h,
+            )),
+        ));
+        let got = host(Tensor::<Flex, 3>::from_primitive(
+            burn::tensor::TensorPrimitive::Float(<Flex as QuantizeBackend>::hadamard_tokens(
+                t.clone().into_primitive().tensor(),
+                &h,
+            )),
+        ));
+        assert_eq!(got, want, "{what}");
+        // The independent expectation: the butterflies on the C-order values.
+        let mut c_order = host(t);
+        let cols = c_order.len() / M;
+        h.apply(&mut c_order, M, cols);
+        assert_eq!(got, c_order, "{what}");
+    }
+    assert_eq!(
+        host(base),
+        v,
+        "a tensor sharing the buffer keeps its values"
+    );
+}
+
+#[test]
 fn hadamard_then_quantization_feeds_the_wgrad_gemm() {
     let (x, w, b, c) = data();
     let e2m1 = q(

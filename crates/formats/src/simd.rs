@@ -11,8 +11,7 @@
 
 use crate::cast::{
     cast_bits, cast_bits_sub, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST,
-    R_NEAREST_FPU, R_STOCH,
-    R_ZERO,
+    R_NEAREST_FPU, R_STOCH, R_ZERO,
 };
 use crate::cpu::{self, simd_level, SimdLevel};
 use crate::scaling::{tile_scale, TileRule};

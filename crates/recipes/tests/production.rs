@@ -312,7 +312,13 @@ fn nvfp4_nvidia_keeps_first_two_and_last_eight_blocks_in_bf16_and_transforms_wgr
         r.wgrad_hadamard("h.3.attn.qkv", 0)
     );
     // None where the wgrad operands stay in BF16: TE quantizes (and transforms) nothing there.
-    for site in ["h.0.mlp.fc", "h.1.attn.proj", "h.8.attn.qkv", "h.15.mlp.proj", "lm_head"] {
+    for site in [
+        "h.0.mlp.fc",
+        "h.1.attn.proj",
+        "h.8.attn.qkv",
+        "h.15.mlp.proj",
+        "lm_head",
+    ] {
         assert_eq!(r.wgrad_hadamard(site, 0), None, "{site}");
     }
 }

@@ -50,6 +50,13 @@ pub trait QuantizeBackend: GemmOps {
     /// quantized for `role`. A backend without autodiff has no backward pass: identity.
     fn quantize_backward(t: FloatTensor<Self>, site: &Arc<str>, role: Role) -> FloatTensor<Self>;
 
+    /// `h` applied along the token axis of `t` viewed as `[tokens, features]` (all leading
+    /// dimensions folded into the tokens): the recipe's Hadamard transform of a wgrad GEMM
+    /// operand. The default goes through host memory ([`hadamard_via_host`]).
+    fn hadamard_tokens(t: FloatTensor<Self>, h: &RandomHadamard) -> FloatTensor<Self> {
+        hadamard_via_host::<Self>(t, h)
+    }
+
     /// The GEMM `y = x·w (+ bias)` of `site` for a recipe that
     /// [requantizes the backward operands](crate::Recipe::requantizes_backward): forward
     /// `y = Q_y(Q_x(x)·Q_w(w))`; under autodiff one node whose backward computes
@@ -124,7 +131,7 @@ fn wgrad<B: QuantizeBackend>(
 ) -> FloatTensor<B> {
     let rht = with_active(|c| c.recipe().wgrad_hadamard(site, c.step())).flatten();
     let (x, g) = match rht {
-        Some(h) => (hadamard_tokens::<B>(x, &h), hadamard_tokens::<B>(g, &h)),
+        Some(h) => (B::hadamard_tokens(x, &h), B::hadamard_tokens(g, &h)),
         None => (x, g),
     };
     let x = B::quantize_forward(x, site, Role::XWgrad);
@@ -139,9 +146,8 @@ fn wgrad<B: QuantizeBackend>(
     B::quantize_forward(dw, site, Role::Dw)
 }
 
-/// Apply `h` along the token axis of `t` viewed as `[tokens, features]` (all leading
-/// dimensions folded into the tokens), through host memory.
-fn hadamard_tokens<B: Backend>(t: FloatTensor<B>, h: &RandomHadamard) -> FloatTensor<B> {
+/// [`QuantizeBackend::hadamard_tokens`] for any backend, through host memory.
+pub fn hadamard_via_host<B: Backend>(t: FloatTensor<B>, h: &RandomHadamard) -> FloatTensor<B> {
     let device = B::float_device(&t);
     let dtype = t.dtype();
     let data = read_sync(B::float_into_data(t)).expect("reading a float tensor to host");
@@ -254,6 +260,21 @@ impl QuantizeBackend for Flex {
         }
         let (t, stats) = quantize_flex(t, &spec, measure);
         record_cast(site, role, &stats, measure);
+        t
+    }
+
+    /// On the tensor's own buffer: a C-contiguous `f32` tensor that nothing else holds is
+    /// transformed in place, anything else is first made a C-contiguous copy of its own, which
+    /// gives the C-order values of the host path and so the same bits.
+    fn hadamard_tokens(t: FloatTensor<Self>, h: &RandomHadamard) -> FloatTensor<Self> {
+        if t.dtype() != DType::F32 {
+            return hadamard_via_host::<Self>(t, h);
+        }
+        let mut t = t.to_contiguous();
+        let n = t.layout().num_elements();
+        let cols = t.layout().shape().last().copied().unwrap_or(1).max(1);
+        // Copy-on-write: a buffer shared with another tensor is copied here, once.
+        h.apply(&mut t.storage_mut::<f32>()[..n], n / cols, cols);
         t
     }
 
