@@ -27,6 +27,11 @@
 //!   (there `C` is inf or wraps to a tiny negative, and the result is NaN or `|x|`, above max).
 //!   That is every 4-, 6- and 8-bit format; formats with f32's 8 exponent bits keep the
 //!   integer path.
+//! - **Saturating nearest-even** (scaled casts and TE's satfinite) clamps `|x|` to the format's
+//!   max before the one-step rounding: every larger value, inf included, saturates to max
+//!   anyway, and max lies on the grid, so no result can overflow and the patches shrink to NaN,
+//!   −0 and flush. The saturation flag is a compare with the smallest magnitude that rounds
+//!   above max.
 //! - Both paths are computed for every element and selected with a mask, then overflow, NaN,
 //!   inf, −0 and flush-to-zero are patched with further selects. There are no data-dependent
 //!   branches, so LLVM vectorizes the loops over it, which are compiled once per SIMD level
@@ -119,6 +124,13 @@ pub(crate) const R_STOCH: u8 = 3;
 /// Nearest-even by the FPU in one step (see the module docs), for the formats where it gives
 /// the bits of [`R_NEAREST`].
 pub(crate) const R_NEAREST_FPU: u8 = 4;
+/// [`R_NEAREST_FPU`] for a saturating cast: the magnitude is clamped to the format's max before
+/// rounding (see the module docs), so nothing can overflow and only NaN, −0 and flush are
+/// patched.
+pub(crate) const R_NEAREST_SAT: u8 = 5;
+/// Stochastic rounding of a saturating cast to a format [`R_NEAREST_FPU`] serves, by the FPU in
+/// both ranges (see the module docs): the bits of [`R_STOCH`] in fewer operations.
+pub(crate) const R_STOCH_SAT: u8 = 6;
 
 /// The rounding code of `r` for format `f`.
 pub(crate) fn rounding_code(r: Rounding, f: Format) -> u8 {
@@ -195,6 +207,9 @@ pub(crate) struct Consts {
     pub(crate) rounding: u8,
     /// `(23 − m) << 23`: added to the exponent bits of `|x|` gives `C` of [`R_NEAREST_FPU`].
     fpu_shift: u32,
+    /// The smallest magnitude (as bits) that rounds to nearest-even above the format's max: a
+    /// finite input from here up overflows (the saturation count of [`R_NEAREST_SAT`]).
+    over_from: u32,
     pub(crate) saturate: bool,
     nearest_ties_up: bool,
 }
@@ -287,11 +302,38 @@ impl Consts {
             e8m0: fam == Family::E8m0,
             identity: f == Format::FLOAT32 && spec.subnormals && !sat,
             sub_free: emin == -126 && fam != Family::E8m0 && spec.rounding != Rounding::Stochastic,
-            rounding: rounding_code(spec.rounding, f),
+            rounding: match rounding_code(spec.rounding, f) {
+                R_NEAREST_FPU if sat => R_NEAREST_SAT,
+                R_STOCH if sat && rounding_code(Rounding::NearestEven, f) == R_NEAREST_FPU => {
+                    R_STOCH_SAT
+                }
+                r => r,
+            },
             fpu_shift: sh << 23,
+            over_from: nearest_over_from(f),
             saturate: sat,
             nearest_ties_up: fam == Family::E8m0,
         }
+    }
+}
+
+/// `over_from` of [`Consts`]: the midpoint between `f`'s max and the next value its exponent
+/// would give, which itself rounds up (overflows) when max has an odd code, else stays.
+fn nearest_over_from(f: Format) -> u32 {
+    let max = f64::from(f.max());
+    if !(max.is_finite() && max > 0.0) {
+        return INF;
+    }
+    let quantum = 2f64.powi(max.log2().floor() as i32 - i32::from(f.man_bits.min(23)));
+    let mid = (max + quantum / 2.0) as f32;
+    let odd = (max / quantum) as u64 % 2 == 1;
+    if f64::from(mid) != max + quantum / 2.0 {
+        return INF; // not representable: a format as wide as f32 (never FPU-rounded)
+    }
+    if odd {
+        mid.to_bits()
+    } else {
+        mid.to_bits() + 1
     }
 }
 
@@ -352,6 +394,49 @@ pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
     let a = x & ABS;
     let e = a >> 23;
 
+    if R == R_NEAREST_SAT {
+        // Clamped first: every larger finite value and inf saturate to max anyway, and max is
+        // a grid point, so the rounded value never exceeds it (NaN bits clamp too, and are
+        // patched last). Signed compares are exact here: all operands are below 2^31.
+        let ac = a.min(k.max_bits);
+        let c = f32::from_bits((ac & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
+        let af = f32::from_bits(ac);
+        let mag = ((af + c) - c).to_bits();
+        let mag = sel((mag as i32) < (k.flush_below as i32), 0, mag);
+        let out = sel(mag == 0, sign & k.zero_sign_keep, mag | sign);
+        let out = sel((a as i32) > (INF as i32), k.nan.apply(sign), out);
+        let over = ((a as i32) >= (k.over_from as i32)) & ((a as i32) < (INF as i32));
+        return (out, over);
+    }
+    if R == R_STOCH_SAT {
+        // Clamped as for `R_NEAREST_SAT` (max rounds to itself: its remainder is 0). `C` as for
+        // the one-step nearest gives the quantum `q = C·2^−23` of `|x|` in either range; `lo`
+        // is `|x|` rounded down to it, and `(|x| − lo)·2^31/q` its 31-bit fraction, exact in
+        // the normal range (`rem·2^(31−sh)`, so comparing it with `rnd >> 1` is comparing
+        // `rem` with the top `sh` bits) and the subnormal path's own fraction below it.
+        // `2^31/q = 2^54/C` is an integer subtraction on the bits; every operand of the
+        // signed compares is below 2^31.
+        let ac = a.min(k.max_bits);
+        let c = f32::from_bits((ac & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
+        let af = f32::from_bits(ac);
+        let q = c * f32::from_bits(104 << 23); // 2^−23
+        let rn = (af + c) - c;
+        let lo = self32(rn > af, rn - q, rn);
+        let inv_q = f32::from_bits(((127 + 54 + 127) << 23) - c.to_bits()); // 2^31 / q
+                                                                            // SAFETY: `0 ≤ |x| − lo < q` for the finite, clamped `|x|`, so the product is in
+                                                                            // [0, 2^31) and fits in i32.
+        let frac = unsafe { ((af - lo) * inv_q).to_int_unchecked::<i32>() };
+        let mag = self32(((rnd >> 1) as i32) < frac, lo + q, lo).to_bits();
+        let mag = sel((mag as i32) < (k.flush_below as i32), 0, mag);
+        let out = sel(mag == 0, sign & k.zero_sign_keep, mag | sign);
+        let out = sel((a as i32) > (INF as i32), k.nan.apply(sign), out);
+        // Overflow is decided on the unclamped value, by the normal-range rule (only values
+        // above max overflow, and those are normal); unused, it costs nothing.
+        let up = ((rnd >> 1) >> (31 - k.sh)) < (a & k.mask);
+        let rounded = ((a >> k.sh) + u32::from(up)) << k.sh;
+        let over = ((a as i32) < (INF as i32)) & (rounded > k.max_bits);
+        return (out, over);
+    }
     if R == R_NEAREST_FPU {
         // Exponent bits plus (23 − m): C's bits, unless they leave f32's range (see above).
         let c = f32::from_bits((a & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
@@ -465,10 +550,182 @@ pub(crate) fn cast_one(x: f32, k: &Consts, index: u64) -> (u32, bool) {
         return cast_e8m0(x, k, index);
     }
     match k.rounding {
+        R_NEAREST_SAT => cast_bits::<R_NEAREST_SAT>(x.to_bits(), k, 0),
         R_NEAREST_FPU => cast_bits::<R_NEAREST_FPU>(x.to_bits(), k, 0),
         R_NEAREST => cast_bits::<R_NEAREST>(x.to_bits(), k, 0),
         R_ZERO => cast_bits::<R_ZERO>(x.to_bits(), k, 0),
         R_AWAY => cast_bits::<R_AWAY>(x.to_bits(), k, 0),
+        R_STOCH_SAT => cast_bits::<R_STOCH_SAT>(x.to_bits(), k, rand32(k.key, index)),
         _ => cast_bits::<R_STOCH>(x.to_bits(), k, rand32(k.key, index)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every finite non-negative value of `f` (as f32 bits), ascending: the normal ones are
+    /// the f32s with `f`'s mantissa width in its exponent range, the subnormal ones multiples
+    /// of its smallest subnormal.
+    fn values(f: Format) -> Vec<u32> {
+        let step = 1usize << (23 - u32::from(f.man_bits.min(23)));
+        let mut v: Vec<u32> = (f.min_normal().to_bits()..=f.max().to_bits())
+            .step_by(step)
+            .collect();
+        let mut sub = f.min_subnormal();
+        while sub < f.min_normal() {
+            v.push(sub.to_bits());
+            sub += f.min_subnormal();
+        }
+        v.push(0);
+        v.sort_unstable();
+        v
+    }
+
+    /// The saturating one-step cast against the integer nearest-even path (itself checked
+    /// against ml_dtypes code by code): the same bits and the same overflow flag for every
+    /// format that takes it, with and without subnormals, on every sign, exponent and top
+    /// 11 mantissa bits with the low bits at the rounding-relevant patterns, and around every
+    /// value of the format, each midpoint between them and the overflow threshold.
+    #[test]
+    fn saturating_one_step_matches_the_integer_path() {
+        let mut formats: Vec<Format> = Format::named().map(|(_, f)| f).collect();
+        for (e, m) in [(5, 10), (3, 4), (6, 2), (7, 1), (2, 2), (4, 6)] {
+            formats.push(Format::new(e, m, Family::Ieee).unwrap());
+            formats.push(Format::new(e, m, Family::NoSpecials).unwrap());
+        }
+        let mut checked = 0;
+        for f in formats {
+            for subnormals in [true, false] {
+                let spec = CastSpec::new(f)
+                    .with_saturate(true)
+                    .with_subnormals(subnormals);
+                let k = Consts::new(&spec);
+                if k.rounding != R_NEAREST_SAT {
+                    continue;
+                }
+                checked += 1;
+                let check = |x: u32| {
+                    let want = cast_bits::<R_NEAREST>(x, &k, 0);
+                    let got = cast_bits::<R_NEAREST_SAT>(x, &k, 0);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{f:?} subnormals {subnormals}: {:e} ({x:#010x})",
+                        f32::from_bits(x)
+                    );
+                };
+                for hi in 0..1u32 << 20 {
+                    for lo in [0, 1, 0x7ff, 0x800, 0x801, 0xfff] {
+                        check(hi << 12 | lo);
+                    }
+                }
+                let values = values(f);
+                let mids: Vec<u32> = values
+                    .windows(2)
+                    .map(|w| ((f32::from_bits(w[0]) + f32::from_bits(w[1])) / 2.0).to_bits())
+                    .collect();
+                for &b in values.iter().chain(&mids).chain(&[k.over_from]) {
+                    for d in 0..=4u32 {
+                        for sign in [0, SIGN] {
+                            check(b.wrapping_add(d) | sign);
+                            check(b.wrapping_sub(d) | sign);
+                        }
+                    }
+                }
+                for x in [INF, INF | SIGN, QNAN, QNAN | SIGN, 0x7f80_0001, 0xffff_ffff] {
+                    check(x);
+                }
+            }
+        }
+        assert!(
+            checked >= 16,
+            "only {checked} formats took the saturating path"
+        );
+    }
+
+    /// The saturating FPU stochastic rounding against the general one, as above, each input
+    /// with several random words (including the extremes, which decide the boundaries).
+    #[test]
+    fn saturating_stochastic_matches_the_general_path() {
+        let mut formats: Vec<Format> = Format::named().map(|(_, f)| f).collect();
+        for (e, m) in [
+            (5, 10),
+            (3, 4),
+            (6, 2),
+            (7, 1),
+            (2, 2),
+            (4, 6),
+            (3, 0),
+            (5, 0),
+        ] {
+            formats.push(Format::new(e, m, Family::Ieee).unwrap());
+            formats.push(Format::new(e, m, Family::NoSpecials).unwrap());
+        }
+        let mut checked = 0;
+        let mut z = 0x243f_6a88_85a3_08d3u64;
+        for f in formats {
+            for subnormals in [true, false] {
+                let spec = CastSpec::new(f)
+                    .with_rounding(Rounding::Stochastic)
+                    .with_saturate(true)
+                    .with_subnormals(subnormals);
+                let k = Consts::new(&spec);
+                if k.rounding != R_STOCH_SAT {
+                    continue;
+                }
+                checked += 1;
+                let mut check = |x: u32| {
+                    z = splitmix64(z);
+                    for rnd in [
+                        0,
+                        1,
+                        u32::MAX,
+                        u32::MAX - 1,
+                        0x8000_0000,
+                        z as u32,
+                        (z >> 32) as u32,
+                    ] {
+                        let want = cast_bits::<R_STOCH>(x, &k, rnd);
+                        let got = cast_bits::<R_STOCH_SAT>(x, &k, rnd);
+                        assert_eq!(
+                            got,
+                            want,
+                            "{f:?} subnormals {subnormals}: {:e} ({x:#010x}) rnd {rnd:#010x}",
+                            f32::from_bits(x)
+                        );
+                    }
+                };
+                for hi in 0..1u32 << 18 {
+                    for lo in [0, 1, 0x1fff, 0x2000, 0x2001, 0x3fff] {
+                        check(hi << 14 | lo);
+                    }
+                }
+                for b in values(f) {
+                    for d in 0..=3u32 {
+                        for sign in [0, SIGN] {
+                            check(b.wrapping_add(d) | sign);
+                            check(b.wrapping_sub(d) | sign);
+                        }
+                    }
+                }
+                for x in [
+                    INF,
+                    INF | SIGN,
+                    QNAN,
+                    QNAN | SIGN,
+                    0x7f80_0001,
+                    0xffff_ffff,
+                    0,
+                    SIGN,
+                ] {
+                    check(x);
+                }
+            }
+        }
+        assert!(
+            checked >= 16,
+            "only {checked} formats took the saturating stochastic path"
+        );
     }
 }

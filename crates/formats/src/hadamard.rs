@@ -19,6 +19,8 @@
 //! [`RandomHadamard::from_seed`] draws one from a seed instead, as the paper describes.
 
 use crate::par::{self, Chunks};
+use crate::simd::{dispatch, Job, PAR_MIN};
+use std::mem::MaybeUninit;
 
 /// Size of the transform (NVFP4's block length).
 pub const RHT_SIZE: usize = 16;
@@ -107,37 +109,103 @@ impl RandomHadamard {
     /// If `data.len() != rows * cols`.
     pub fn apply(&self, data: &mut [f32], rows: usize, cols: usize) {
         assert_eq!(data.len(), rows * cols, "hadamard: data is not rows × cols");
+        // SAFETY: same layout; every element stays initialized (written with `f32`s only).
+        let dst = unsafe { &mut *(data as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        self.run(None, dst, cols);
+    }
+
+    /// [`apply`](Self::apply) from `src` into `dst` (which may start uninitialized; every
+    /// element is written): one pass over memory for a source that must keep its values,
+    /// instead of a copy and then the transform.
+    ///
+    /// # Panics
+    /// If `src` or `dst` is not `rows * cols` long.
+    pub fn apply_into(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], rows: usize, cols: usize) {
+        assert_eq!(
+            src.len(),
+            rows * cols,
+            "hadamard: source is not rows × cols"
+        );
+        assert_eq!(
+            dst.len(),
+            rows * cols,
+            "hadamard: destination is not rows × cols"
+        );
+        self.run(Some(src), dst, cols);
+    }
+
+    fn run(&self, src: Option<&[f32]>, dst: &mut [MaybeUninit<f32>], cols: usize) {
         if cols == 0 {
             return;
         }
-        let blocks = Chunks::new(
-            &mut data[..rows / RHT_SIZE * RHT_SIZE * cols],
-            RHT_SIZE * cols,
-        );
-        if rows >= RHT_SIZE {
-            // SAFETY: task `i` is the only one that takes block `i`.
-            par::for_each(blocks.count(), |i| {
-                self.rows16(unsafe { blocks.get(i) }, cols)
-            });
+        let whole = dst.len() / (RHT_SIZE * cols) * RHT_SIZE * cols;
+        let (body, tail) = dst.split_at_mut(whole);
+        if let Some(src) = src {
+            for (d, &x) in tail.iter_mut().zip(&src[whole..]) {
+                d.write(x);
+            }
+        }
+        let blocks = Chunks::new(body, RHT_SIZE * cols);
+        let block = |i: usize| {
+            let len = RHT_SIZE * cols;
+            dispatch(Rows16 {
+                signs: &self.negate,
+                // SAFETY: task `i` is the only one that takes block `i`.
+                dst: unsafe { blocks.get(i) },
+                src: src.map(|s| &s[i * len..(i + 1) * len]),
+                cols,
+            })
+        };
+        if whole >= PAR_MIN {
+            par::for_each(blocks.count(), block);
+        } else {
+            (0..blocks.count()).for_each(block);
         }
     }
+}
 
-    /// [`chunk`](Self::chunk) applied to every column of 16 consecutive rows at once: the same
-    /// operations on each element in the same order (so the same bits), done a whole row
-    /// segment at a time so they vectorize along the columns, in strips that stay in L1.
-    fn rows16(&self, block: &mut [f32], cols: usize) {
+/// [`RandomHadamard::chunk`] applied to every column of 16 consecutive rows at once: the same
+/// operations on each element in the same order (so the same bits), done a whole row segment
+/// at a time so they vectorize along the columns, in strips that stay in L1; compiled for the
+/// CPU's vector ISA ([`dispatch`]).
+struct Rows16<'a> {
+    signs: &'a [bool; RHT_SIZE],
+    /// The 16 rows; read from here too when `src` is `None` (then every element is
+    /// initialized).
+    dst: &'a mut [MaybeUninit<f32>],
+    src: Option<&'a [f32]>,
+    cols: usize,
+}
+
+impl Job for Rows16<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
         const STRIP: usize = 64;
+        let Rows16 {
+            signs,
+            dst,
+            src,
+            cols,
+        } = self;
         let mut v = [[0.0f32; STRIP]; RHT_SIZE];
         for c0 in (0..cols).step_by(STRIP) {
             let w = STRIP.min(cols - c0);
             for (i, row) in v.iter_mut().enumerate() {
-                let src = &block[i * cols + c0..i * cols + c0 + w];
-                if self.negate[i] {
-                    for (x, &y) in row.iter_mut().zip(src) {
+                let seg = match src {
+                    Some(s) => &s[i * cols + c0..i * cols + c0 + w],
+                    // SAFETY: in place, every element of `dst` is initialized (see the field).
+                    None => unsafe {
+                        &*(&dst[i * cols + c0..i * cols + c0 + w] as *const [MaybeUninit<f32>]
+                            as *const [f32])
+                    },
+                };
+                if signs[i] {
+                    for (x, &y) in row.iter_mut().zip(seg) {
                         *x = -y;
                     }
                 } else {
-                    row[..w].copy_from_slice(src);
+                    row[..w].copy_from_slice(seg);
                 }
             }
             let mut h = 1;
@@ -155,9 +223,9 @@ impl RandomHadamard {
                 h *= 2;
             }
             for (i, row) in v.iter().enumerate() {
-                let dst = &mut block[i * cols + c0..i * cols + c0 + w];
-                for (d, &x) in dst.iter_mut().zip(row) {
-                    *d = x * 0.25;
+                let out = &mut dst[i * cols + c0..i * cols + c0 + w];
+                for (d, &x) in out.iter_mut().zip(row) {
+                    d.write(x * 0.25);
                 }
             }
         }
@@ -212,8 +280,9 @@ mod tests {
         assert_ne!(RandomHadamard::from_seed(3), RandomHadamard::from_seed(4));
     }
 
-    /// `apply` (row segments, strips of 64 columns, blocks in parallel) computes exactly
-    /// what the one-column butterfly `chunk` gives for each column, on ragged widths.
+    /// `apply` (row segments, strips of 64 columns, blocks in parallel) and `apply_into`
+    /// compute exactly what the one-column butterfly `chunk` gives for each column, on ragged
+    /// widths and heights (a tail of rows is copied as it is).
     #[test]
     fn apply_equals_the_butterfly_per_column() {
         let rht = RandomHadamard::from_seed(5);
@@ -239,6 +308,14 @@ mod tests {
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{rows}x{cols}");
+            let mut into = vec![MaybeUninit::new(f32::NAN); rows * cols];
+            rht.apply_into(&data, &mut into, rows, cols);
+            // SAFETY: `apply_into` wrote every element (and they started initialized).
+            let into: Vec<f32> = into
+                .into_iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect();
+            assert_eq!(bits(&into), bits(&want), "{rows}x{cols} into");
         }
     }
 

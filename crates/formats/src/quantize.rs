@@ -14,9 +14,12 @@
 
 use crate::cast::{CastSpec, Consts};
 use crate::par::{self, Chunks};
-use crate::scaling::{tile_scale, Nvfp4Scales, QuantSpec, Scaling, TensorScale, TileRule};
+use crate::scaling::{
+    tile_scale, tile_scales, Nvfp4Scales, QuantSpec, Scaling, TensorScale, TileRule,
+};
 use crate::simd::{
-    cast_plain, dispatch, Acc, ColumnScaled, Layout, TileAmax, Tiled, BLOCK, CHUNK, PAR_MIN,
+    cast_plain, dispatch, Acc, Amax, ColumnAmax, ColumnScaled, Layout, TileAmax, Tiled, BLOCK,
+    CHUNK, PAR_MIN,
 };
 use crate::source::Measure;
 use crate::stats::Stats;
@@ -95,13 +98,26 @@ pub(crate) fn quantize_measured(
     // 1-row tiles that tile the flat index periodically and fit whole in a block get their
     // amax and scale inside the quantize pass itself: one pass over memory instead of two.
     let periodic = tr == 1 && (rows == 1 || cols.is_multiple_of(tc)) && BLOCK.is_multiple_of(tc);
-    let rule = spec.scaling.tile_rule(cast.format);
+    // Narrow tiles a few rows tall (MX, current-scaled and NVFP4 blocks down the columns, as in
+    // the column-wise copies of the backward GEMMs' operands) go by bands of whole tile rows.
+    let banded = (2..=64).contains(&tr) && tc < 16 && n_tc > 1;
+    let rule = match spec.scaling {
+        // NVFP4's block scales need the tensor amax: one read of the tensor for it, then the
+        // blocks as any other rule's, in the same pass as the cast.
+        Scaling::Nvfp4 { .. } if periodic || banded => {
+            // SAFETY: in place, `dst` is initialized (the caller's promise).
+            let input = src.unwrap_or_else(|| unsafe {
+                &*(&*dst as *const [MaybeUninit<f32>] as *const [f32])
+            });
+            let amax = f32::from_bits(tensor_amax(input));
+            Some(TileRule::Nvfp4(Nvfp4Scales::new(fmt_max, amax)))
+        }
+        _ => spec.scaling.tile_rule(cast.format),
+    };
     // (A tensor scale is reported as such, not as a mean of tile scales: not fused.)
     let tensor = matches!(spec.scaling, Scaling::Tensor(_));
     let fused = rule.filter(|_| periodic && !tensor);
-    // Narrow tiles a few rows tall (MX and current-scaled blocks down the columns, as in the
-    // column-wise copies of the backward GEMMs' operands) go by bands of whole tile rows.
-    if let Some(rule) = rule.filter(|_| !tensor && (2..=64).contains(&tr) && tc < 16 && n_tc > 1) {
+    if let Some(rule) = rule.filter(|_| !tensor && banded) {
         let t = Tiles {
             rows,
             cols,
@@ -156,10 +172,7 @@ pub(crate) fn quantize_measured(
     let percol: Option<Vec<(Vec<f32>, Vec<f32>)>> =
         (fused.is_none() && tc < 16 && n_tc > 1).then(|| {
             (0..n_tr)
-                .map(|t| {
-                    let row = &grid[t * n_tc..(t + 1) * n_tc];
-                    (0..cols).map(|c| row[c / tc]).unzip()
-                })
+                .map(|t| per_column(&grid[t * n_tc..(t + 1) * n_tc], tc, cols))
                 .collect()
         });
     if let Some(pc) = percol.as_deref().filter(|_| measure != Measure::Full) {
@@ -229,9 +242,10 @@ pub(crate) fn quantize_measured(
     for a in &accs {
         acc.merge(a);
     }
-    let scale_report = if fused.is_some() {
+    let scale_report = if let Some(rule) = fused {
         debug_assert_eq!(acc.tiles, (n_tr * n_tc) as u64);
-        (acc.scale_sum / acc.tiles.max(1) as f64) as f32
+        rule.tensor_scale()
+            .unwrap_or((acc.scale_sum / acc.tiles.max(1) as f64) as f32)
     } else {
         // Without statistics the pass leaves the amax to the tiles.
         if measure != Measure::Full {
@@ -308,19 +322,25 @@ fn bands(
             let input = src.unwrap_or_else(|| unsafe {
                 &*(&*out as *const [MaybeUninit<f32>] as *const [f32])
             });
-            for (j, row) in input.chunks(cols).enumerate() {
-                let t = j / tr;
-                dispatch(TileAmax {
-                    row,
-                    tc,
-                    out: &mut amax[t * n_tc..(t + 1) * n_tc],
-                });
+            for (t, rows) in input.chunks(tr * cols).enumerate() {
+                let out = &mut amax[t * n_tc..(t + 1) * n_tc];
+                if tc == 1 {
+                    dispatch(ColumnAmax { rows, out });
+                } else {
+                    for row in rows.chunks(cols) {
+                        dispatch(TileAmax {
+                            row,
+                            tc,
+                            out: &mut *out,
+                        });
+                    }
+                }
             }
         }
-        let grid: Vec<(f32, f32)> = amax.iter().map(|&a| tile_scale(rule, a)).collect();
+        let grid = tile_scales(rule, &amax);
         let percol: Vec<(Vec<f32>, Vec<f32>)> = grid
             .chunks(n_tc)
-            .map(|row| (0..cols).map(|c| row[c / tc]).unzip())
+            .map(|row| per_column(row, tc, cols))
             .collect();
         let scale_sum: f64 = grid.iter().map(|&(s, _)| f64::from(s)).sum();
         if measure != Measure::Full {
@@ -373,7 +393,10 @@ fn bands(
         scale_sum += s;
     }
     let n_tiles = rows.div_ceil(tr) * n_tc;
-    report(&acc, (scale_sum / n_tiles as f64) as f32, measure, n)
+    let scale = rule
+        .tensor_scale()
+        .unwrap_or((scale_sum / n_tiles as f64) as f32);
+    report(&acc, scale, measure, n)
 }
 
 fn stats_from(acc: &Acc, scale: f32) -> Stats {
@@ -391,6 +414,33 @@ fn stats_from(acc: &Acc, scale: f32) -> Stats {
         snr_db,
         count: acc.count,
     }
+}
+
+/// One tile row's `(scale, inverse)` pairs, `tc` columns each, expanded to one per column.
+fn per_column(row: &[(f32, f32)], tc: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut s, mut inv) = (vec![0f32; cols], vec![0f32; cols]);
+    if tc == 1 {
+        for ((s, i), &(a, b)) in s.iter_mut().zip(&mut inv).zip(row) {
+            (*s, *i) = (a, b);
+        }
+    } else {
+        for ((s, i), &(a, b)) in s.chunks_mut(tc).zip(inv.chunks_mut(tc)).zip(row) {
+            s.fill(a);
+            i.fill(b);
+        }
+    }
+    (s, inv)
+}
+
+/// Largest finite |x| of `data`, as f32 bits.
+fn tensor_amax(data: &[f32]) -> u32 {
+    if data.len() < PAR_MIN {
+        return dispatch(Amax(data));
+    }
+    let parts = par::map(data.len().div_ceil(CHUNK), |i| {
+        dispatch(Amax(&data[i * CHUNK..((i + 1) * CHUNK).min(data.len())]))
+    });
+    parts.into_iter().fold(0, u32::max)
 }
 
 /// Largest finite |x| per tile, as f32 bits, row-major over tiles.
@@ -413,13 +463,25 @@ fn tile_amax(
         let r1 = r0 + chunk.len() / cols;
         let t1 = (r1 - 1) / tr;
         let mut part = vec![0u32; (t1 - t0 + 1) * n_tc];
-        for (j, row) in chunk.chunks(cols).enumerate() {
-            let t = (r0 + j) / tr - t0;
-            dispatch(TileAmax {
-                row,
-                tc,
-                out: &mut part[t * n_tc..(t + 1) * n_tc],
-            });
+        // The rows of each tile row in this item, together.
+        let mut r = r0;
+        while r < r1 {
+            let t = r / tr;
+            let end = ((t + 1) * tr).min(r1);
+            let out = &mut part[(t - t0) * n_tc..(t - t0 + 1) * n_tc];
+            let rows = &chunk[(r - r0) * cols..(end - r0) * cols];
+            if tc == 1 {
+                dispatch(ColumnAmax { rows, out });
+            } else {
+                for row in rows.chunks(cols) {
+                    dispatch(TileAmax {
+                        row,
+                        tc,
+                        out: &mut *out,
+                    });
+                }
+            }
+            r = end;
         }
         (t0, part)
     });

@@ -303,12 +303,32 @@ pub(crate) fn exp2i(e: i32) -> f32 {
     }
 }
 
-/// How a tile's `(scale, inverse)` follows from its amax, for the schemes whose tiles are
-/// scaled independently of each other (current scaling and MX).
+/// How a tile's `(scale, inverse)` follows from its amax: by the tile alone (current scaling
+/// and MX), or, for NVFP4, relative to the tensor scale of an amax taken first.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum TileRule {
     Mx(MxConsts),
     Current { fmt_max: f32, pow2: bool },
+    Nvfp4(Nvfp4Scales),
+}
+
+impl TileRule {
+    /// What [`Stats::scale`](crate::Stats::scale) reports when it is not the mean of the tile
+    /// scales: NVFP4's tensor scale.
+    pub(crate) fn tensor_scale(&self) -> Option<f32> {
+        match self {
+            TileRule::Nvfp4(nv) => Some(nv.tensor_scale()),
+            TileRule::Mx(_) | TileRule::Current { .. } => None,
+        }
+    }
+}
+
+/// [`tile_scale`] of every amax in `amax_bits`; NVFP4's through [`Nvfp4Scales::blocks`].
+pub(crate) fn tile_scales(rule: TileRule, amax_bits: &[u32]) -> Vec<(f32, f32)> {
+    match rule {
+        TileRule::Nvfp4(nv) => nv.blocks(amax_bits),
+        _ => amax_bits.iter().map(|&a| tile_scale(rule, a)).collect(),
+    }
 }
 
 /// The `(scale, inverse)` of a tile with largest finite magnitude `amax_bits` (f32 bits).
@@ -324,6 +344,7 @@ pub(crate) fn tile_scale(rule: TileRule, amax_bits: u32) -> (f32, f32) {
             let s = current_scale(fmt_max, amax, pow2);
             (s, 1.0 / s)
         }
+        TileRule::Nvfp4(nv) => nv.block(amax_bits),
     }
 }
 
@@ -378,13 +399,21 @@ impl Nvfp4Scales {
         sb.into_iter().map(|sb| self.encode_decode(sb)).collect()
     }
 
+    /// The E4M3 cast of the block scales.
     #[inline(always)]
-    fn unrounded(&self, amax_bits: u32) -> f32 {
+    pub(crate) fn e4m3(&self) -> &Consts {
+        &self.e4m3
+    }
+
+    /// A block's scale before its E4M3 cast.
+    #[inline(always)]
+    pub(crate) fn unrounded(&self, amax_bits: u32) -> f32 {
         (f32::from_bits(amax_bits) * self.mult).min(f32::MAX)
     }
 
+    /// `(scale, inverse)` from a block's E4M3 scale `sb`.
     #[inline(always)]
-    fn encode_decode(&self, sb: f32) -> (f32, f32) {
+    pub(crate) fn encode_decode(&self, sb: f32) -> (f32, f32) {
         let dec = sb * self.g_dec;
         if sb > 0.0 && dec.is_finite() {
             ((1.0 / dec).min(f32::MAX), dec)

@@ -11,7 +11,7 @@
 
 use crate::cast::{
     cast_bits, cast_bits_sub, cast_e8m0, hi_key, rand32_split, Consts, R_AWAY, R_NEAREST,
-    R_NEAREST_FPU, R_STOCH, R_ZERO,
+    R_NEAREST_FPU, R_NEAREST_SAT, R_STOCH, R_STOCH_SAT, R_ZERO,
 };
 use crate::cpu::{self, simd_level, SimdLevel};
 use crate::scaling::{tile_scale, TileRule};
@@ -97,7 +97,7 @@ fn runs(offset: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
 fn cast_elem<const R: u8>(x: f32, k: &Consts, hk: u32, lo: u32, index: u64) -> (u32, bool) {
     if R == u8::MAX {
         cast_e8m0(x, k, index)
-    } else if R == R_STOCH {
+    } else if R == R_STOCH || R == R_STOCH_SAT {
         cast_bits::<R>(x.to_bits(), k, rand32_split(k.key.0, hk, lo))
     } else {
         cast_bits::<R>(x.to_bits(), k, 0)
@@ -135,10 +135,12 @@ impl Job for Plain<'_> {
             return plain::<{ u8::MAX }>(data, k, offset);
         }
         match k.rounding {
+            R_NEAREST_SAT => plain::<R_NEAREST_SAT>(data, k, offset),
             R_NEAREST_FPU => plain::<R_NEAREST_FPU>(data, k, offset),
             R_NEAREST => plain::<R_NEAREST>(data, k, offset),
             R_ZERO => plain::<R_ZERO>(data, k, offset),
             R_AWAY => plain::<R_AWAY>(data, k, offset),
+            R_STOCH_SAT => plain::<R_STOCH_SAT>(data, k, offset),
             _ => plain::<R_STOCH>(data, k, offset),
         }
     }
@@ -154,7 +156,10 @@ pub(crate) fn cast_plain(data: &mut [f32], k: &Consts, offset: u64) {
 #[inline(always)]
 fn finite_abs_bits(x: f32) -> u32 {
     let a = x.to_bits() & ABS;
-    sel(a < INF, a, 0)
+    // All ones when a < INF (the difference is negative and cannot overflow): an arithmetic
+    // mask, not a select, which in `out = max(out, ·)` loops LLVM turns into masked stores
+    // (microcoded and slow on AMD).
+    a & ((a as i32 - INF as i32) >> 31) as u32
 }
 
 /// One element of [`Elementwise`]: exactly what [`block`] computes for it (scale, cast,
@@ -291,6 +296,7 @@ impl Job for Elementwise<'_> {
         match (self.k.rounding, self.k.sub_free) {
             // Never `sub_free` (f32's exponent range is not a small one), and it has no
             // separate subnormal path to skip.
+            (R_NEAREST_SAT, _) => ew::<R_NEAREST_SAT, true>(self),
             (R_NEAREST_FPU, _) => ew::<R_NEAREST_FPU, true>(self),
             (R_NEAREST, true) => ew::<R_NEAREST, false>(self),
             (R_NEAREST, false) => ew::<R_NEAREST, true>(self),
@@ -298,6 +304,7 @@ impl Job for Elementwise<'_> {
             (R_ZERO, false) => ew::<R_ZERO, true>(self),
             (R_AWAY, true) => ew::<R_AWAY, false>(self),
             (R_AWAY, false) => ew::<R_AWAY, true>(self),
+            (R_STOCH_SAT, _) => ew::<R_STOCH_SAT, true>(self),
             _ => ew::<R_STOCH, true>(self),
         }
     }
@@ -565,10 +572,12 @@ fn tiled_with<const STATS: bool>(job: Tiled<'_>) -> Acc {
         return tiled::<{ u8::MAX }, STATS>(job);
     }
     match job.k.rounding {
+        R_NEAREST_SAT => tiled::<R_NEAREST_SAT, STATS>(job),
         R_NEAREST_FPU => tiled::<R_NEAREST_FPU, STATS>(job),
         R_NEAREST => tiled::<R_NEAREST, STATS>(job),
         R_ZERO => tiled::<R_ZERO, STATS>(job),
         R_AWAY => tiled::<R_AWAY, STATS>(job),
+        R_STOCH_SAT => tiled::<R_STOCH_SAT, STATS>(job),
         _ => tiled::<R_STOCH, STATS>(job),
     }
 }
@@ -636,9 +645,25 @@ fn fused_block<const R: u8, const TC: usize, const STATS: bool>(
     let used = n.div_ceil(TC);
     let floor_emax = match rule {
         TileRule::Mx(mx) => mx.floor_emax(),
-        TileRule::Current { .. } => None,
+        TileRule::Current { .. } | TileRule::Nvfp4(_) => None,
     };
-    if let Some(emax) = floor_emax {
+    if let TileRule::Nvfp4(nv) = rule {
+        // The block scales in three loops over the block's tiles that vectorize (the E4M3 cast
+        // is the element kernel), as `Nvfp4Scales::blocks` computes them for a whole tensor.
+        let sb = &mut sc[..BLOCK / TC];
+        for (s, &a) in sb.iter_mut().zip(&amax) {
+            *s = nv.unrounded(a);
+        }
+        let e4m3 = *nv.e4m3();
+        match e4m3.rounding {
+            R_NEAREST_SAT => e4m3_scales::<R_NEAREST_SAT>(sb, &e4m3),
+            R_NEAREST_FPU => e4m3_scales::<R_NEAREST_FPU>(sb, &e4m3),
+            _ => e4m3_scales::<R_NEAREST>(sb, &e4m3),
+        }
+        for (s, i) in sc[..BLOCK / TC].iter_mut().zip(inv.iter_mut()) {
+            (*s, *i) = nv.encode_decode(*s);
+        }
+    } else if let Some(emax) = floor_emax {
         // OCP MX FLOOR, branch-free over the block's tiles: floor(log2(amax)) from the
         // exponent field (a subnormal amax clamps to −127 anyway), amax 0 → exponent 0.
         let pow2 = |e: i32| f32::from_bits(sel(e >= -126, ((e + 127) as u32) << 23, 0x40_0000));
@@ -665,6 +690,14 @@ fn fused_block<const R: u8, const TC: usize, const STATS: bool>(
     lanes.amax = lanes.amax.max(amax.into_iter().fold(0, u32::max));
     block::<R, _, STATS>(qs, ex, ee, fl, k, &PerTile::<TC>(sc, inv), idx0, lanes);
     (sum, used)
+}
+
+/// Cast NVFP4 block scales to E4M3 in place (nearest-even: `R` is `k`'s rounding code).
+#[inline(always)]
+fn e4m3_scales<const R: u8>(sb: &mut [f32], k: &Consts) {
+    for s in sb {
+        *s = f32::from_bits(cast_bits::<R>(s.to_bits(), k, 0).0);
+    }
 }
 
 /// The largest finite magnitude (as bits) of each `TC`-element tile of `qs` into `amax[t]`.
@@ -878,10 +911,12 @@ impl Job for ColumnScaled<'_> {
             return column_scaled::<{ u8::MAX }>(self);
         }
         match self.k.rounding {
+            R_NEAREST_SAT => column_scaled::<R_NEAREST_SAT>(self),
             R_NEAREST_FPU => column_scaled::<R_NEAREST_FPU>(self),
             R_NEAREST => column_scaled::<R_NEAREST>(self),
             R_ZERO => column_scaled::<R_ZERO>(self),
             R_AWAY => column_scaled::<R_AWAY>(self),
+            R_STOCH_SAT => column_scaled::<R_STOCH_SAT>(self),
             _ => column_scaled::<R_STOCH>(self),
         }
     }
@@ -925,6 +960,62 @@ fn column_scaled<const R: u8>(j: ColumnScaled<'_>) {
                     d.write(q * inv);
                 }
             }
+        }
+    }
+}
+
+/// Largest finite |x| of a slice, as bits (NVFP4's tensor amax, before the fused pass).
+pub(crate) struct Amax<'a>(pub &'a [f32]);
+
+impl Job for Amax<'_> {
+    type Out = u32;
+    #[inline(always)]
+    fn run(self) -> u32 {
+        let mut m = [0u32; LANES];
+        let mut it = self.0.chunks_exact(LANES);
+        for c in &mut it {
+            for j in 0..LANES {
+                m[j] = m[j].max(finite_abs_bits(c[j]));
+            }
+        }
+        let tail = it.remainder().iter().map(|&x| finite_abs_bits(x));
+        m.into_iter().chain(tail).fold(0, u32::max)
+    }
+}
+
+/// Largest finite |x| (as bits) of each column of the rows `rows` (`out.len()` columns each),
+/// merged into `out`: a tile of one column and a few rows. Each run of `LANES` columns is reduced over
+/// the rows in registers and stored once (merging row by row into `out` becomes masked stores).
+pub(crate) struct ColumnAmax<'a> {
+    pub rows: &'a [f32],
+    pub out: &'a mut [u32],
+}
+
+impl Job for ColumnAmax<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let cols = self.out.len();
+        let mut c0 = 0;
+        for out in self.out.chunks_mut(LANES) {
+            let w = out.len();
+            let mut m = [0u32; LANES];
+            for row in self.rows.chunks(cols) {
+                if w == LANES {
+                    let seg: &[f32; LANES] = row[c0..c0 + LANES].try_into().expect("LANES");
+                    for j in 0..LANES {
+                        m[j] = m[j].max(finite_abs_bits(seg[j]));
+                    }
+                } else {
+                    for (m, &x) in m.iter_mut().zip(&row[c0..c0 + w]) {
+                        *m = (*m).max(finite_abs_bits(x));
+                    }
+                }
+            }
+            for (o, &m) in out.iter_mut().zip(&m) {
+                *o = (*o).max(m);
+            }
+            c0 += w;
         }
     }
 }

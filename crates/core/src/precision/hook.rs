@@ -264,8 +264,10 @@ impl QuantizeBackend for Flex {
     }
 
     /// On the tensor's own buffer: a C-contiguous `f32` tensor that nothing else holds is
-    /// transformed in place, anything else is first made a C-contiguous copy of its own, which
-    /// gives the C-order values of the host path and so the same bits.
+    /// transformed in place; a shared one (autodiff keeps the activation) is transformed into
+    /// a fresh buffer in the same pass that reads it; any other layout is first made a
+    /// C-contiguous copy of its own. Each gives the C-order values of the host path and so the
+    /// same bits.
     fn hadamard_tokens(t: FloatTensor<Self>, h: &RandomHadamard) -> FloatTensor<Self> {
         if t.dtype() != DType::F32 {
             return hadamard_via_host::<Self>(t, h);
@@ -273,9 +275,25 @@ impl QuantizeBackend for Flex {
         let mut t = t.to_contiguous();
         let n = t.layout().num_elements();
         let cols = t.layout().shape().last().copied().unwrap_or(1).max(1);
-        // Copy-on-write: a buffer shared with another tensor is copied here, once.
-        h.apply(&mut t.storage_mut::<f32>()[..n], n / cols, cols);
-        t
+        if t.is_unique() {
+            h.apply(&mut t.storage_mut::<f32>()[..n], n / cols, cols);
+            return t;
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        h.apply_into(
+            &t.storage::<f32>()[..n],
+            &mut out.spare_capacity_mut()[..n],
+            n / cols,
+            cols,
+        );
+        // SAFETY: `apply_into` initialized the first `n` elements.
+        unsafe { out.set_len(n) };
+        let shape = Shape::from(t.layout().shape().to_vec());
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(shape),
+            DType::F32,
+        )
     }
 
     fn quantize_backward(t: FloatTensor<Self>, _site: &Arc<str>, _role: Role) -> FloatTensor<Self> {
