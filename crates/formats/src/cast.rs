@@ -564,6 +564,26 @@ pub(crate) fn cast_one(x: f32, k: &Consts, index: u64) -> (u32, bool) {
 mod tests {
     use super::*;
 
+    /// The named formats and some others of every width the one-step rounding takes (and two
+    /// without mantissa bits, which it does not).
+    fn formats() -> Vec<Format> {
+        let mut formats: Vec<Format> = Format::named().map(|(_, f)| f).collect();
+        for (e, m) in [
+            (5, 10),
+            (3, 4),
+            (6, 2),
+            (7, 1),
+            (2, 2),
+            (4, 6),
+            (3, 0),
+            (5, 0),
+        ] {
+            formats.push(Format::new(e, m, Family::Ieee).unwrap());
+            formats.push(Format::new(e, m, Family::NoSpecials).unwrap());
+        }
+        formats
+    }
+
     /// Every finite non-negative value of `f` (as f32 bits), ascending: the normal ones are
     /// the f32s with `f`'s mantissa width in its exponent range, the subnormal ones multiples
     /// of its smallest subnormal.
@@ -589,13 +609,8 @@ mod tests {
     /// value of the format, each midpoint between them and the overflow threshold.
     #[test]
     fn saturating_one_step_matches_the_integer_path() {
-        let mut formats: Vec<Format> = Format::named().map(|(_, f)| f).collect();
-        for (e, m) in [(5, 10), (3, 4), (6, 2), (7, 1), (2, 2), (4, 6)] {
-            formats.push(Format::new(e, m, Family::Ieee).unwrap());
-            formats.push(Format::new(e, m, Family::NoSpecials).unwrap());
-        }
         let mut checked = 0;
-        for f in formats {
+        for f in formats() {
             for subnormals in [true, false] {
                 let spec = CastSpec::new(f)
                     .with_saturate(true)
@@ -648,23 +663,9 @@ mod tests {
     /// with several random words (including the extremes, which decide the boundaries).
     #[test]
     fn saturating_stochastic_matches_the_general_path() {
-        let mut formats: Vec<Format> = Format::named().map(|(_, f)| f).collect();
-        for (e, m) in [
-            (5, 10),
-            (3, 4),
-            (6, 2),
-            (7, 1),
-            (2, 2),
-            (4, 6),
-            (3, 0),
-            (5, 0),
-        ] {
-            formats.push(Format::new(e, m, Family::Ieee).unwrap());
-            formats.push(Format::new(e, m, Family::NoSpecials).unwrap());
-        }
         let mut checked = 0;
         let mut z = 0x243f_6a88_85a3_08d3u64;
-        for f in formats {
+        for f in formats() {
             for subnormals in [true, false] {
                 let spec = CastSpec::new(f)
                     .with_rounding(Rounding::Stochastic)

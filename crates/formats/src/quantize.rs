@@ -323,18 +323,7 @@ fn bands(
                 &*(&*out as *const [MaybeUninit<f32>] as *const [f32])
             });
             for (t, rows) in input.chunks(tr * cols).enumerate() {
-                let out = &mut amax[t * n_tc..(t + 1) * n_tc];
-                if tc == 1 {
-                    dispatch(ColumnAmax { rows, out });
-                } else {
-                    for row in rows.chunks(cols) {
-                        dispatch(TileAmax {
-                            row,
-                            tc,
-                            out: &mut *out,
-                        });
-                    }
-                }
+                rows_amax(rows, cols, tc, &mut amax[t * n_tc..(t + 1) * n_tc]);
             }
         }
         let grid = tile_scales(rule, &amax);
@@ -443,6 +432,22 @@ fn tensor_amax(data: &[f32]) -> u32 {
     parts.into_iter().fold(0, u32::max)
 }
 
+/// Merge the largest finite |x| (as bits) of each `tc`-column tile of `rows` (whole rows of
+/// `cols`, all in one tile row) into `out`, one entry per tile column.
+fn rows_amax(rows: &[f32], cols: usize, tc: usize, out: &mut [u32]) {
+    if tc == 1 {
+        dispatch(ColumnAmax { rows, out });
+    } else {
+        for row in rows.chunks(cols) {
+            dispatch(TileAmax {
+                row,
+                tc,
+                out: &mut *out,
+            });
+        }
+    }
+}
+
 /// Largest finite |x| per tile, as f32 bits, row-major over tiles.
 fn tile_amax(
     data: &[f32],
@@ -469,18 +474,7 @@ fn tile_amax(
             let t = r / tr;
             let end = ((t + 1) * tr).min(r1);
             let out = &mut part[(t - t0) * n_tc..(t - t0 + 1) * n_tc];
-            let rows = &chunk[(r - r0) * cols..(end - r0) * cols];
-            if tc == 1 {
-                dispatch(ColumnAmax { rows, out });
-            } else {
-                for row in rows.chunks(cols) {
-                    dispatch(TileAmax {
-                        row,
-                        tc,
-                        out: &mut *out,
-                    });
-                }
-            }
+            rows_amax(&chunk[(r - r0) * cols..(end - r0) * cols], cols, tc, out);
             r = end;
         }
         (t0, part)
