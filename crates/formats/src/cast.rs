@@ -397,16 +397,11 @@ pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
     if R == R_NEAREST_SAT {
         // Clamped first: every larger finite value and inf saturate to max anyway, and max is
         // a grid point, so the rounded value never exceeds it (NaN bits clamp too, and are
-        // patched last). Signed compares are exact here: all operands are below 2^31.
+        // patched last).
         let ac = a.min(k.max_bits);
-        let c = f32::from_bits((ac & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
-        let af = f32::from_bits(ac);
-        let mag = ((af + c) - c).to_bits();
-        let mag = sel((mag as i32) < (k.flush_below as i32), 0, mag);
-        let out = sel(mag == 0, sign & k.zero_sign_keep, mag | sign);
-        let out = sel((a as i32) > (INF as i32), k.nan.apply(sign), out);
+        let (af, c) = (f32::from_bits(ac), fpu_c(ac, k));
         let over = ((a as i32) >= (k.over_from as i32)) & ((a as i32) < (INF as i32));
-        return (out, over);
+        return (finish_saturated(((af + c) - c).to_bits(), sign, a, k), over);
     }
     if R == R_STOCH_SAT {
         // Clamped as for `R_NEAREST_SAT` (max rounds to itself: its remainder is 0). `C` as for
@@ -414,22 +409,19 @@ pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
         // is `|x|` rounded down to it, and `(|x| − lo)·2^31/q` its 31-bit fraction, exact in
         // the normal range (`rem·2^(31−sh)`, so comparing it with `rnd >> 1` is comparing
         // `rem` with the top `sh` bits) and the subnormal path's own fraction below it.
-        // `2^31/q = 2^54/C` is an integer subtraction on the bits; every operand of the
-        // signed compares is below 2^31.
+        // `2^31/q = 2^54/C` is an integer subtraction on the bits.
         let ac = a.min(k.max_bits);
-        let c = f32::from_bits((ac & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
-        let af = f32::from_bits(ac);
-        let q = c * f32::from_bits(104 << 23); // 2^−23
+        let (af, c) = (f32::from_bits(ac), fpu_c(ac, k));
+        // q = C·2^−23, and 2^31/q = 2^54/C.
+        let q = c * f32::from_bits(104 << 23);
+        let inv_q = f32::from_bits(((127 + 54 + 127) << 23) - c.to_bits());
         let rn = (af + c) - c;
         let lo = self32(rn > af, rn - q, rn);
-        let inv_q = f32::from_bits(((127 + 54 + 127) << 23) - c.to_bits()); // 2^31 / q
-                                                                            // SAFETY: `0 ≤ |x| − lo < q` for the finite, clamped `|x|`, so the product is in
-                                                                            // [0, 2^31) and fits in i32.
+        // SAFETY: `0 ≤ |x| − lo < q` for the finite, clamped `|x|`, so the product is in
+        // [0, 2^31) and fits in i32.
         let frac = unsafe { ((af - lo) * inv_q).to_int_unchecked::<i32>() };
         let mag = self32(((rnd >> 1) as i32) < frac, lo + q, lo).to_bits();
-        let mag = sel((mag as i32) < (k.flush_below as i32), 0, mag);
-        let out = sel(mag == 0, sign & k.zero_sign_keep, mag | sign);
-        let out = sel((a as i32) > (INF as i32), k.nan.apply(sign), out);
+        let out = finish_saturated(mag, sign, a, k);
         // Overflow is decided on the unclamped value, by the normal-range rule (only values
         // above max overflow, and those are normal); unused, it costs nothing.
         let up = ((rnd >> 1) >> (31 - k.sh)) < (a & k.mask);
@@ -438,9 +430,8 @@ pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
         return (out, over);
     }
     if R == R_NEAREST_FPU {
-        // Exponent bits plus (23 − m): C's bits, unless they leave f32's range (see above).
-        let c = f32::from_bits((a & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()));
         let af = f32::from_bits(a);
+        let c = fpu_c(a, k);
         return finish(((af + c) - c).to_bits(), sign, a, k);
     }
 
@@ -490,6 +481,24 @@ pub(crate) fn cast_bits_sub<const R: u8, const SUB: bool>(
     };
     let mag = sel(e < k.e_min, sub.to_bits(), normal);
     finish(mag, sign, a, k)
+}
+
+/// `C` of the one-step rounding for the magnitude bits `a`: its exponent bits plus `23 − m`,
+/// raised to the subnormal magic (outside f32's range for `|x|` above every format's max that
+/// takes this path, see the module docs).
+#[inline(always)]
+fn fpu_c(a: u32, k: &Consts) -> f32 {
+    f32::from_bits((a & INF).wrapping_add(k.fpu_shift).max(k.magic.to_bits()))
+}
+
+/// [`finish`] for a magnitude `mag` rounded from `|x|` clamped to max (bits `a` unclamped),
+/// which cannot overflow: flush, signed zero and NaN. Signed compares are exact here, as every
+/// operand is below 2^31.
+#[inline(always)]
+fn finish_saturated(mag: u32, sign: u32, a: u32, k: &Consts) -> u32 {
+    let mag = sel((mag as i32) < (k.flush_below as i32), 0, mag);
+    let out = sel(mag == 0, sign & k.zero_sign_keep, mag | sign);
+    sel((a as i32) > (INF as i32), k.nan.apply(sign), out)
 }
 
 /// The rounded magnitude `mag` of `|x|` (bits `a`, sign bit `sign`) to output bits: flush,

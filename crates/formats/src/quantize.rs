@@ -14,9 +14,7 @@
 
 use crate::cast::{CastSpec, Consts};
 use crate::par::{self, Chunks};
-use crate::scaling::{
-    tile_scale, tile_scales, Nvfp4Scales, QuantSpec, Scaling, TensorScale, TileRule,
-};
+use crate::scaling::{tile_scales, Nvfp4Scales, QuantSpec, Scaling, TensorScale, TileRule};
 use crate::simd::{
     cast_plain, dispatch, Acc, Amax, ColumnAmax, ColumnScaled, Layout, TileAmax, Tiled, BLOCK,
     CHUNK, PAR_MIN,
@@ -157,7 +155,7 @@ pub(crate) fn quantize_measured(
         // Current scaling and MX: each tile by its own rule.
         _ => {
             let rule = rule.expect("every other scheme has a per-tile rule");
-            amax_grid.iter().map(|&a| tile_scale(rule, a)).collect()
+            tile_scales(rule, &amax_grid)
         }
     };
     if matches!(spec.scaling, Scaling::Tensor(TensorScale::Current { .. })) {

@@ -391,12 +391,18 @@ impl Nvfp4Scales {
         self.encode_decode(sb)
     }
 
-    /// [`block`](Self::block) of every block amax, with the E4M3 casts done by the vectorized
-    /// slice kernel (a tensor has one block per 16 elements, so this is no small loop).
+    /// [`block`](Self::block) of every block amax, in the vectorized loops the fused cast pass
+    /// uses for its blocks (a tensor has one block per 16 elements, so this is no small loop).
     pub(crate) fn blocks(&self, amax_bits: &[u32]) -> Vec<(f32, f32)> {
-        let mut sb: Vec<f32> = amax_bits.iter().map(|&a| self.unrounded(a)).collect();
-        crate::simd::cast_plain(&mut sb, &self.e4m3, 0);
-        sb.into_iter().map(|sb| self.encode_decode(sb)).collect()
+        let n = amax_bits.len();
+        let (mut sc, mut inv) = (vec![0f32; n], vec![0f32; n]);
+        crate::simd::dispatch(crate::simd::Nvfp4Blocks {
+            nv: self,
+            amax: amax_bits,
+            sc: &mut sc,
+            inv: &mut inv,
+        });
+        sc.into_iter().zip(inv).collect()
     }
 
     /// The E4M3 cast of the block scales.

@@ -14,7 +14,7 @@ use crate::cast::{
     R_NEAREST_FPU, R_NEAREST_SAT, R_STOCH, R_STOCH_SAT, R_ZERO,
 };
 use crate::cpu::{self, simd_level, SimdLevel};
-use crate::scaling::{tile_scale, TileRule};
+use crate::scaling::{tile_scale, Nvfp4Scales, TileRule};
 
 use std::mem::MaybeUninit;
 
@@ -648,21 +648,7 @@ fn fused_block<const R: u8, const TC: usize, const STATS: bool>(
         TileRule::Current { .. } | TileRule::Nvfp4(_) => None,
     };
     if let TileRule::Nvfp4(nv) = rule {
-        // The block scales in three loops over the block's tiles that vectorize (the E4M3 cast
-        // is the element kernel), as `Nvfp4Scales::blocks` computes them for a whole tensor.
-        let sb = &mut sc[..BLOCK / TC];
-        for (s, &a) in sb.iter_mut().zip(&amax) {
-            *s = nv.unrounded(a);
-        }
-        let e4m3 = *nv.e4m3();
-        match e4m3.rounding {
-            R_NEAREST_SAT => e4m3_scales::<R_NEAREST_SAT>(sb, &e4m3),
-            R_NEAREST_FPU => e4m3_scales::<R_NEAREST_FPU>(sb, &e4m3),
-            _ => e4m3_scales::<R_NEAREST>(sb, &e4m3),
-        }
-        for (s, i) in sc[..BLOCK / TC].iter_mut().zip(inv.iter_mut()) {
-            (*s, *i) = nv.encode_decode(*s);
-        }
+        nvfp4_scales(&nv, &amax[..BLOCK / TC], sc, inv);
     } else if let Some(emax) = floor_emax {
         // OCP MX FLOOR, branch-free over the block's tiles: floor(log2(amax)) from the
         // exponent field (a subnormal amax clamps to −127 anyway), amax 0 → exponent 0.
@@ -692,11 +678,46 @@ fn fused_block<const R: u8, const TC: usize, const STATS: bool>(
     (sum, used)
 }
 
+/// NVFP4's `(scale, inverse)` of each block amax `amax[t]` into `sc[t]`, `inv[t]`: three loops
+/// that vectorize (the E4M3 cast of the block scales is the element kernel).
+#[inline(always)]
+fn nvfp4_scales(nv: &Nvfp4Scales, amax: &[u32], sc: &mut [f32], inv: &mut [f32]) {
+    let sb = &mut sc[..amax.len()];
+    for (s, &a) in sb.iter_mut().zip(amax) {
+        *s = nv.unrounded(a);
+    }
+    let e4m3 = *nv.e4m3();
+    match e4m3.rounding {
+        R_NEAREST_SAT => e4m3_scales::<R_NEAREST_SAT>(sb, &e4m3),
+        R_NEAREST_FPU => e4m3_scales::<R_NEAREST_FPU>(sb, &e4m3),
+        _ => e4m3_scales::<R_NEAREST>(sb, &e4m3),
+    }
+    for (s, i) in sb.iter_mut().zip(inv.iter_mut()) {
+        (*s, *i) = nv.encode_decode(*s);
+    }
+}
+
 /// Cast NVFP4 block scales to E4M3 in place (nearest-even: `R` is `k`'s rounding code).
 #[inline(always)]
 fn e4m3_scales<const R: u8>(sb: &mut [f32], k: &Consts) {
     for s in sb {
         *s = f32::from_bits(cast_bits::<R>(s.to_bits(), k, 0).0);
+    }
+}
+
+/// [`nvfp4_scales`] of a whole tensor's block amaxes (`Nvfp4Scales::blocks`).
+pub(crate) struct Nvfp4Blocks<'a> {
+    pub nv: &'a Nvfp4Scales,
+    pub amax: &'a [u32],
+    pub sc: &'a mut [f32],
+    pub inv: &'a mut [f32],
+}
+
+impl Job for Nvfp4Blocks<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        nvfp4_scales(self.nv, self.amax, self.sc, self.inv);
     }
 }
 
@@ -984,8 +1005,9 @@ impl Job for Amax<'_> {
 }
 
 /// Largest finite |x| (as bits) of each column of the rows `rows` (`out.len()` columns each),
-/// merged into `out`: a tile of one column and a few rows. Each run of `LANES` columns is reduced over
-/// the rows in registers and stored once (merging row by row into `out` becomes masked stores).
+/// merged into `out`: a tile of one column and a few rows. Each run of `LANES` columns is
+/// reduced over the rows in registers and stored once (merging row by row into `out` becomes
+/// masked stores).
 pub(crate) struct ColumnAmax<'a> {
     pub rows: &'a [f32],
     pub out: &'a mut [u32],
