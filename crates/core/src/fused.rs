@@ -72,6 +72,33 @@ pub trait FusedOps: Backend {
         x
     }
 
+    /// Heads `first..first + n` of `qkv [b, t, heads·head_dim]` (a fused projection's output)
+    /// as `[b, n, t, head_dim]`: a view forward (reshape, swap, narrow). Backward, the gradient
+    /// of `qkv` is written in one contiguous pass, zero outside those heads; autodiff's own
+    /// narrow fills a padded tensor with zeros, copies the gradient in and leaves a permuted view.
+    ///
+    /// # Panics
+    /// If `qkv` is not 3-D with a last dimension a multiple of `head_dim` that has `first + n`
+    /// heads.
+    fn fused_heads(
+        qkv: FloatTensor<Self>,
+        first: usize,
+        n: usize,
+        head_dim: usize,
+    ) -> FloatTensor<Self> {
+        defaults::heads::<Self>(qkv, first, n, head_dim)
+    }
+
+    /// Gradient of [`fused_heads`](Self::fused_heads) for `dy [b, n, t, head_dim]`: `[b, t,
+    /// heads·head_dim]`, `dy` at heads `first..first + n` and zero elsewhere.
+    fn fused_heads_backward(
+        dy: FloatTensor<Self>,
+        first: usize,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        defaults::heads_backward::<Self>(dy, first, heads)
+    }
+
     /// Softmax over the last dimension. Entries may be `-inf` (masked).
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         defaults::softmax::<Self>(x)
@@ -81,6 +108,26 @@ pub trait FusedOps: Backend {
     /// `dx = y ⊙ (dy − Σ_last(dy ⊙ y))`.
     fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         defaults::softmax_backward::<Self>(y, dy)
+    }
+
+    /// Causal attention softmax: `x` is `[.., t, t]` scores (queries × keys) and the result
+    /// `softmax(mask(scale·x))`, key `j > i` masked (−∞) in query `i`'s row: what the model
+    /// computed as a scaling, a `mask_fill` and [`fused_softmax`](Self::fused_softmax).
+    ///
+    /// # Panics
+    /// If the last two dimensions differ.
+    fn fused_causal_softmax(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        defaults::causal_softmax::<Self>(x, scale)
+    }
+
+    /// Gradient of [`fused_causal_softmax`](Self::fused_causal_softmax) given its output `y`:
+    /// `dx = scale · y ⊙ (dy − Σ_last(dy ⊙ y))`, zero at the masked keys.
+    fn fused_causal_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        defaults::causal_softmax_backward::<Self>(y, dy, scale)
     }
 
     /// GPT-2's GELU, the tanh approximation (HF `gelu_new`), elementwise.
@@ -185,12 +232,41 @@ impl<B: FusedOps + QuantizeBackend> FusedOps for Precision<B> {
         B::fused_contiguous(x)
     }
 
+    fn fused_heads(
+        qkv: FloatTensor<Self>,
+        first: usize,
+        n: usize,
+        head_dim: usize,
+    ) -> FloatTensor<Self> {
+        B::fused_heads(qkv, first, n, head_dim)
+    }
+
+    fn fused_heads_backward(
+        dy: FloatTensor<Self>,
+        first: usize,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        B::fused_heads_backward(dy, first, heads)
+    }
+
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         B::fused_softmax(x)
     }
 
     fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         B::fused_softmax_backward(y, dy)
+    }
+
+    fn fused_causal_softmax(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        B::fused_causal_softmax(x, scale)
+    }
+
+    fn fused_causal_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        B::fused_causal_softmax_backward(y, dy, scale)
     }
 
     fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -264,9 +340,26 @@ pub fn contiguous<B: FusedOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
     tensor(B::fused_contiguous(float(x)))
 }
 
+/// Heads `first..first + n` of `qkv [b, t, heads·head_dim]` as `[b, n, t, head_dim]`
+/// ([`FusedOps::fused_heads`]).
+pub fn heads<B: FusedOps>(
+    qkv: Tensor<B, 3>,
+    first: usize,
+    n: usize,
+    head_dim: usize,
+) -> Tensor<B, 4> {
+    tensor(B::fused_heads(float(qkv), first, n, head_dim))
+}
+
 /// Softmax over the last dimension ([`FusedOps::fused_softmax`]).
 pub fn softmax<B: FusedOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     tensor(B::fused_softmax(float(x)))
+}
+
+/// Causal attention softmax of `[.., t, t]` scores, `softmax(mask(scale·x))`
+/// ([`FusedOps::fused_causal_softmax`]).
+pub fn causal_softmax<B: FusedOps, const D: usize>(x: Tensor<B, D>, scale: f32) -> Tensor<B, D> {
+    tensor(B::fused_causal_softmax(float(x), scale))
 }
 
 /// GPT-2's GELU-tanh, elementwise ([`FusedOps::fused_gelu_tanh`]).

@@ -176,6 +176,166 @@ fn softmax_of_a_strided_view() {
     check_all!("strided softmax", softmax_strided, reference);
 }
 
+// ---- attention heads of a fused projection ------------------------------------------------
+
+/// `qkv [b, t, (3 + 1 + 1)·hd]`, grouped-query style: 3 query heads, one key and one value head.
+const QKV: [usize; 3] = [2, 5, 20];
+const HD: usize = 4;
+const SPLIT: [(usize, usize); 3] = [(0, 3), (3, 1), (4, 1)];
+
+/// `Σ_part Σ part ⊙ cot_part` over the three parts, and each part's value.
+fn heads_case<B: AutodiffBackend + FusedOps>(
+    shape: [usize; 3],
+    part: impl Fn(Tensor<B, 3>, usize, usize) -> Tensor<B, 4>,
+) -> Outcome {
+    let n = shape.iter().product();
+    let qkv = leaf::<B, 3>(&values(n, 3, 2.0), shape);
+    let mut value = Vec::new();
+    let mut loss = None;
+    for (i, &(first, heads)) in SPLIT.iter().enumerate() {
+        let y = part(qkv.clone(), first, heads);
+        value.extend(host(y.clone()));
+        let cot = values(y.dims().iter().product(), 10 + i as u64, 1.0);
+        let cot = Tensor::<B, 4>::from_data(TensorData::new(cot, y.dims()), &y.device());
+        let term = (y * cot).sum();
+        loss = Some(match loss {
+            None => term,
+            Some(l) => l + term,
+        });
+    }
+    let grads = loss.expect("three parts").backward();
+    Outcome {
+        value,
+        grads: vec![host(qkv.grad(&grads).expect("a gradient for qkv"))],
+    }
+}
+
+/// The model's split before the fused op: reshape, swap, narrow.
+fn heads_composed<B: AutodiffBackend>(qkv: Tensor<B, 3>, first: usize, n: usize) -> Tensor<B, 4> {
+    let [b, t, w] = qkv.dims();
+    qkv.reshape([b, t, w / HD, HD])
+        .swap_dims(1, 2)
+        .narrow(1, first, n)
+}
+
+fn heads_fused<B: AutodiffBackend + FusedOps>() -> Outcome {
+    heads_case::<B>(QKV, |qkv, first, n| fused::heads(qkv, first, n, HD))
+}
+
+#[test]
+fn heads_match_the_narrowed_views() {
+    check_all!(
+        "heads",
+        heads_fused,
+        heads_case::<Reference>(QKV, heads_composed)
+    );
+    // Bit for bit on Flex: the same views forward, the same sums of zero-padded parts backward;
+    // also split over tasks whose runs of tokens cross sequences (2100 tokens of 700).
+    let bits = |o: &Outcome| {
+        let all = o.value.iter().chain(o.grads.iter().flatten());
+        all.map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    for shape in [QKV, [3, 700, 20]] {
+        let fused = heads_case::<Autodiff<Flex>>(shape, |x, f, n| fused::heads(x, f, n, HD));
+        let composed = heads_case::<Autodiff<Flex>>(shape, heads_composed);
+        assert_eq!(bits(&fused), bits(&composed), "{shape:?}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "heads 4..6 of 5")]
+fn heads_refuses_heads_out_of_range() {
+    let x = Tensor::<Flex, 3>::zeros(QKV, &Default::default());
+    let _ = fused::heads(x, 4, 2, HD);
+}
+
+// ---- causal softmax ------------------------------------------------------------------------
+
+/// `1/sqrt(head_dim)` for a head of 32, as the model computes it.
+const SCALE: f32 = 0.176_776_7;
+
+/// The model's math before the fusion: scale, mask the future with −∞, softmax.
+fn causal_composed<B: AutodiffBackend + FusedOps>(
+    x: Tensor<B, 4>,
+    fused_softmax: bool,
+) -> Tensor<B, 4> {
+    let [b, h, t, _] = x.dims();
+    let v: Vec<bool> = (0..b * h * t * t).map(|i| i % t > (i / t) % t).collect();
+    let future = Tensor::<B, 4, Bool>::from_data(TensorData::new(v, [b, h, t, t]), &x.device());
+    let masked = (x * SCALE).mask_fill(future, f32::NEG_INFINITY);
+    if fused_softmax {
+        fused::softmax(masked)
+    } else {
+        activation::softmax(masked, 3)
+    }
+}
+
+fn causal_reference() -> Outcome {
+    let (x, cot) = softmax_inputs();
+    let x = leaf::<Reference, 4>(&x, SM);
+    let y = causal_composed(x.clone(), false);
+    Outcome {
+        value: host(y.clone()),
+        grads: backward(y, &cot, &[&x]),
+    }
+}
+
+fn causal_fused<B: AutodiffBackend + FusedOps>() -> Outcome {
+    let (x, cot) = softmax_inputs();
+    let x = leaf::<B, 4>(&x, SM);
+    let y = fused::causal_softmax(x.clone(), SCALE);
+    Outcome {
+        value: host(y.clone()),
+        grads: backward(y, &cot, &[&x]),
+    }
+}
+
+#[test]
+fn causal_softmax_matches_the_composed_softmax() {
+    check_all!("causal softmax", causal_fused, causal_reference());
+}
+
+/// On Flex the fused op gives the bits of the scaling, `mask_fill` and fused softmax it
+/// replaces, forward and backward: small (one thread) and large enough to be split over tasks
+/// that start in the middle of a score matrix (t = 100 does not divide the rows per task).
+#[test]
+fn causal_softmax_is_bit_identical_to_the_ops_it_fuses() {
+    type F = Autodiff<Flex>;
+    for shape in [[2, 3, 5, 5], [2, 2, 100, 100], [1, 1, 1, 1]] {
+        let n: usize = shape.iter().product();
+        let (x, cot) = (values(n, 7, 6.0), values(n, 8, 1.0));
+        let run = |fused: bool| {
+            let leaf = leaf::<F, 4>(&x, shape);
+            let y = if fused {
+                fused::causal_softmax(leaf.clone(), SCALE)
+            } else {
+                causal_composed(leaf.clone(), true)
+            };
+            let value = host(y.clone());
+            let grad = backward(y, &cot, &[&leaf]).remove(0);
+            (value, grad)
+        };
+        let (want, got) = (run(false), run(true));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.0), bits(&want.0), "{shape:?}: forward");
+        assert_eq!(bits(&got.1), bits(&want.1), "{shape:?}: gradient");
+        // The masked keys get exactly +0 forward and backward.
+        let t = shape[3];
+        for (i, (y, g)) in got.0.iter().zip(&got.1).enumerate() {
+            if i % t > (i / t) % t {
+                assert_eq!((y.to_bits(), g.to_bits()), (0, 0), "{shape:?}[{i}]");
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "last two dimensions must be equal")]
+fn causal_softmax_refuses_non_square_scores() {
+    let x = Tensor::<Flex, 3>::zeros([2, 3, 4], &Default::default());
+    let _ = fused::causal_softmax(x, 1.0);
+}
+
 // ---- GELU ----------------------------------------------------------------------------------
 
 const GE: [usize; 3] = [3, 4, 16];

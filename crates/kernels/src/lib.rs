@@ -124,6 +124,114 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
     }
 }
 
+/// The gradient of heads `first..first + n` of a fused projection: `dy [b, n, t, hd]`
+/// (contiguous) written into `dx [b, t, heads, hd]` at those heads, zeros at the others. One pass
+/// over `dx`, a row of `hd` at a time.
+pub fn heads_backward(
+    dy: &[f32],
+    [b, n, t, hd]: [usize; 4],
+    first: usize,
+    heads: usize,
+    dx: &mut [f32],
+) {
+    check_len("heads_backward", "dy", dy.len(), b * n * t * hd);
+    check_len("heads_backward", "dx", dx.len(), b * t * heads * hd);
+    assert!(
+        first + n <= heads,
+        "heads_backward: heads {first}..{} of {heads}",
+        first + n
+    );
+    let token = heads * hd;
+    if token == 0 {
+        return;
+    }
+    // One task per run of whole tokens (rows of `heads · hd`).
+    let per_task = task_rows(token) * token;
+    let fill = |start: usize, out: &mut [f32]| {
+        for (k, row) in out.chunks_exact_mut(token).enumerate() {
+            let (bi, ti) = ((start + k) / t, (start + k) % t);
+            let (before, rest) = row.split_at_mut(first * hd);
+            let (mine, after) = rest.split_at_mut(n * hd);
+            before.fill(0.0);
+            after.fill(0.0);
+            for (h, out) in mine.chunks_exact_mut(hd).enumerate() {
+                let at = ((bi * n + h) * t + ti) * hd;
+                out.copy_from_slice(&dy[at..at + hd]);
+            }
+        }
+    };
+    if dx.len() < PAR_MIN {
+        fill(0, dx);
+    } else {
+        let chunks = Chunks::new(dx, per_task);
+        par::for_each(chunks.count(), |i| {
+            // SAFETY: task i takes chunk i only.
+            fill(i * per_task / token, unsafe { chunks.get(i) })
+        });
+    }
+}
+
+/// Causal attention softmax: `x` holds `[t, t]` score matrices (queries by keys), and each
+/// becomes `softmax(mask(scale·x))` with key `j > i` masked in query `i`'s row: one pass where
+/// the scaling, `mask_fill` and [`softmax`] took three, with the same bits.
+pub fn causal_softmax(x: &[f32], t: usize, scale: f32, y: &mut [f32]) {
+    check_rows("causal_softmax", x.len(), t * t);
+    check_len("causal_softmax", "y", y.len(), x.len());
+    if x.len() < PAR_MIN {
+        dispatch(
+            #[inline(always)]
+            || rows::causal_softmax(x, t, 0, scale, y),
+        );
+    } else {
+        let rows = task_rows(t);
+        let y = Chunks::new(y, rows * t);
+        par::for_each(y.count(), |i| {
+            let x = &x[i * rows * t..((i + 1) * rows * t).min(x.len())];
+            // SAFETY: task i takes chunk i only.
+            let y = unsafe { y.get(i) };
+            dispatch(
+                #[inline(always)]
+                || rows::causal_softmax(x, t, i * rows, scale, y),
+            )
+        });
+    }
+}
+
+/// Gradient of [`causal_softmax`] given its output `y`:
+/// `dx = scale · y ⊙ (dy − Σ_row(dy ⊙ y))`, zero at the masked keys.
+pub fn causal_softmax_backward(y: &[f32], dy: &[f32], t: usize, scale: f32, dx: &mut [f32]) {
+    check_rows("causal_softmax_backward", y.len(), t * t);
+    check_len("causal_softmax_backward", "dy", dy.len(), y.len());
+    check_len("causal_softmax_backward", "dx", dx.len(), y.len());
+    if y.len() < PAR_MIN {
+        dispatch(
+            #[inline(always)]
+            || rows::causal_softmax_backward(y, dy, t, 0, scale, dx),
+        );
+    } else {
+        let rows = task_rows(t);
+        let dx = Chunks::new(dx, rows * t);
+        par::for_each(dx.count(), |i| {
+            let r = i * rows * t..((i + 1) * rows * t).min(y.len());
+            // SAFETY: task i takes chunk i only.
+            let dx = unsafe { dx.get(i) };
+            dispatch(
+                #[inline(always)]
+                || {
+                    rows::causal_softmax_backward(
+                        &y[r.clone()],
+                        &dy[r.clone()],
+                        t,
+                        i * rows,
+                        scale,
+                        dx,
+                    )
+                },
+            )
+        });
+    }
+}
+
 /// GPT-2 GELU (tanh approximation, HF gelu_new): ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
 pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
     check_len("gelu_tanh", "y", y.len(), x.len());

@@ -17,32 +17,53 @@ pub(crate) fn exp_inplace(x: &mut [f32]) {
 #[inline(always)]
 pub(crate) fn softmax(x: &[f32], cols: usize, y: &mut [f32]) {
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let m = max(xr);
-        if m == f32::NEG_INFINITY {
-            yr.fill(0.0);
-            continue;
+        yr.copy_from_slice(xr);
+        softmax_row(yr);
+    }
+}
+
+/// Causal softmax of rows of `t` scores, the first of them query `q0` (mod `t`) of its matrix:
+/// `y = softmax(mask(scale·x))`, with key `j > i` masked (−∞) in query `i`'s row. The same
+/// arithmetic as `mask_fill` then [`softmax`], so the same bits.
+#[inline(always)]
+pub(crate) fn causal_softmax(x: &[f32], t: usize, q0: usize, scale: f32, y: &mut [f32]) {
+    for (r, (xr, yr)) in x.chunks_exact(t).zip(y.chunks_exact_mut(t)).enumerate() {
+        let seen = (q0 + r) % t + 1;
+        for (o, &v) in yr[..seen].iter_mut().zip(&xr[..seen]) {
+            *o = v * scale;
         }
-        // exp and sum in one pass, storing e^(x−m); the row is still in cache for the scaling.
-        let mut acc = [0.0f32; L];
-        let (xb, xt) = xr.as_chunks::<L>();
-        let (yb, yt) = yr.as_chunks_mut::<L>();
-        for (a, b) in xb.iter().zip(yb) {
-            for i in 0..L {
-                let e = exp1(a[i] - m);
-                b[i] = e;
-                acc[i] += e;
-            }
+        yr[seen..].fill(f32::NEG_INFINITY);
+        softmax_row(yr);
+    }
+}
+
+/// Softmax of one row in place (a row of −∞ gives zeros).
+#[inline(always)]
+fn softmax_row(yr: &mut [f32]) {
+    let m = max(yr);
+    if m == f32::NEG_INFINITY {
+        yr.fill(0.0);
+        return;
+    }
+    // exp and sum in one pass, storing e^(x−m); the row is still in cache for the scaling.
+    let mut acc = [0.0f32; L];
+    let (yb, yt) = yr.as_chunks_mut::<L>();
+    for b in yb.iter_mut() {
+        for i in 0..L {
+            let e = exp1(b[i] - m);
+            b[i] = e;
+            acc[i] += e;
         }
-        let mut s = crate::simd::hsum(acc);
-        for (a, b) in xt.iter().zip(yt) {
-            let e = exp1(a - m);
-            *b = e;
-            s += e;
-        }
-        let inv = 1.0 / s;
-        for v in yr.iter_mut() {
-            *v *= inv;
-        }
+    }
+    let mut s = crate::simd::hsum(acc);
+    for b in yt.iter_mut() {
+        let e = exp1(*b - m);
+        *b = e;
+        s += e;
+    }
+    let inv = 1.0 / s;
+    for v in yr.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -57,6 +78,33 @@ pub(crate) fn softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32
         for ((o, &a), &b) in dxr.iter_mut().zip(yr).zip(dyr) {
             *o = a * (b - s);
         }
+    }
+}
+
+/// Gradient of [`causal_softmax`] given its output: `dx = (y ⊙ (dy − Σ dy ⊙ y))·scale`, `+0`
+/// at the masked keys (what `softmax_backward`, then `mask_fill`'s and the scaling's backward
+/// give, operation for operation).
+#[inline(always)]
+pub(crate) fn causal_softmax_backward(
+    y: &[f32],
+    dy: &[f32],
+    t: usize,
+    q0: usize,
+    scale: f32,
+    dx: &mut [f32],
+) {
+    for (r, ((yr, dyr), dxr)) in y
+        .chunks_exact(t)
+        .zip(dy.chunks_exact(t))
+        .zip(dx.chunks_exact_mut(t))
+        .enumerate()
+    {
+        let seen = (q0 + r) % t + 1;
+        let s = sum_map2(yr, dyr, |a, b| a * b);
+        for ((o, &a), &b) in dxr[..seen].iter_mut().zip(yr).zip(dyr) {
+            *o = a * (b - s) * scale;
+        }
+        dxr[seen..].fill(0.0);
     }
 }
 

@@ -14,7 +14,7 @@
 //!   site under per-tensor scaling, as with TransformerEngine's fused layers.
 //! - Attention scores are scaled by `1/sqrt(head_dim)` *after* the `scores` GEMM, so its operands
 //!   are exactly q and k. The causal mask fills the strict upper triangle with `-inf` before the
-//!   softmax.
+//!   softmax (the scaling, the mask and the softmax are one fused op).
 //! - GPT-2's GELU is the tanh approximation (`gelu_new` in HF), as in the released checkpoints.
 //! - The softmax, GELU, LayerNorm/RMSNorm and the cross-entropy are fused backend ops
 //!   ([`fp8_core::fused`]): one op and one autodiff node each, forward and backward, with the math
@@ -86,7 +86,6 @@ impl<B: FusedOps> Attention<B> {
         x: Tensor<B, 3>,
         cfg: &ModelConfig,
         rope: Option<&Rope<B>>,
-        future: &Tensor<B, 4, Bool>,
         probe: Option<&mut Vec<Tensor<B, 1>>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
@@ -94,11 +93,9 @@ impl<B: FusedOps> Attention<B> {
         let _attn = sites::scope("attn");
 
         let qkv = sites::with("qkv", || self.qkv.forward(x));
-        // [b, t, heads·hd] → [b, heads, t, hd]. Reshaping the contiguous `qkv` first makes every
-        // step a view (no copy); the GEMMs read the strided heads directly. `fused::contiguous`
-        // (no copy here) has the gradient of these views assembled in one fast pass backward.
-        let qkv = fused::contiguous(qkv.reshape([b, t, nh + 2 * nkv, hd])).swap_dims(1, 2);
-        let heads = |first: usize, n: usize| qkv.clone().narrow(1, first, n);
+        // [b, t, heads·hd] → [b, heads, t, hd], as views (the GEMMs read the strided heads
+        // directly); backward, each part's gradient is laid out in one pass.
+        let heads = |first: usize, n: usize| fused::heads(qkv.clone(), first, n, hd);
         let (mut q, mut k, v) = (heads(0, nh), heads(nh, nkv), heads(nh + nkv, nkv));
         // QK-norm comes before RoPE (as in OLMo-2 and Qwen-3): the rotation keeps the norm, so
         // the bound on |q|·|k| holds for the rotated vectors too.
@@ -118,13 +115,14 @@ impl<B: FusedOps> Attention<B> {
         // `k` copied once forward, so its gradient (which the GEMM produces transposed) is too.
         let k = fused::contiguous(k);
         let scores = sites::with("scores", || q.matmul(k.swap_dims(2, 3)));
-        let scores = scores * (1.0 / (hd as f64).sqrt());
-        let scores = scores.mask_fill(future.clone(), f32::NEG_INFINITY);
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
         if let Some(probe) = probe {
             // The largest logit the softmax sees: the masked entries are -inf, the diagonal never.
-            probe.push(scores.clone().detach().max());
+            let future = causal_mask::<B>(b, nh, t, &scores.device());
+            let seen = (scores.clone().detach() * scale).mask_fill(future, f32::NEG_INFINITY);
+            probe.push(seen.max());
         }
-        let probs = fused::softmax(scores);
+        let probs = fused::causal_softmax(scores, scale);
         let y = sites::with("values", || probs.matmul(v));
 
         let y = fused::contiguous(y.swap_dims(1, 2)).reshape([b, t, nh * hd]);
@@ -239,9 +237,8 @@ impl<B: FusedOps> Mlp<B> {
     }
 }
 
-/// The causal mask `[b, n_head, t, t]`, true strictly above the diagonal (the future positions).
-/// Built once per forward pass at full size, so `mask_fill` finds it contiguous; an expanded
-/// `[t, t]` mask would be materialized again by every layer, forward and backward.
+/// The causal mask `[b, n_head, t, t]`, true strictly above the diagonal (the future positions),
+/// for the diagnostics' largest attention logit (the softmax applies the mask itself).
 fn causal_mask<B: Backend>(
     b: usize,
     nh: usize,
@@ -275,7 +272,6 @@ impl<B: FusedOps> Block<B> {
         x: Tensor<B, 3>,
         cfg: &ModelConfig,
         rope: Option<&Rope<B>>,
-        future: &Tensor<B, 4, Bool>,
         probe: Option<&mut Vec<Tensor<B, 1>>>,
     ) -> Tensor<B, 3> {
         let rms = cfg.arch == Arch::Llama;
@@ -283,7 +279,6 @@ impl<B: FusedOps> Block<B> {
             self.ln_1.forward(x.clone(), rms, cfg.norm_eps),
             cfg,
             rope,
-            future,
             probe,
         );
         let x = x + a;
@@ -350,11 +345,9 @@ impl<B: FusedOps> Model<B> {
         let rope = (cfg.arch == Arch::Llama)
             .then(|| Rope::new(t, cfg.head_dim(), cfg.rope_theta, &device));
 
-        let future = causal_mask::<B>(b, cfg.n_head, t, &device);
-
         for (i, block) in self.h.iter().enumerate() {
             let _block = sites::scope(&format!("h.{i}"));
-            x = block.forward(x, cfg, rope.as_ref(), &future, probe.as_deref_mut());
+            x = block.forward(x, cfg, rope.as_ref(), probe.as_deref_mut());
         }
         let x = self.ln_f.forward(x, cfg.arch == Arch::Llama, cfg.norm_eps);
 

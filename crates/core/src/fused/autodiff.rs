@@ -19,6 +19,7 @@ use burn_autodiff::ops::{unary, Backward, Ops, OpsKind, OpsPrep};
 use burn_autodiff::NodeId;
 use burn_backend::backend::AutodiffBackend;
 use burn_backend::tensor::{FloatTensor, IntTensor};
+use burn_backend::TensorMetadata;
 
 /// An untracked (constant) autodiff tensor.
 fn constant<B: FusedOps, C: CheckpointStrategy>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B, C>> {
@@ -47,6 +48,36 @@ impl<B: FusedOps> Backward<B, 1> for Softmax {
         let y = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |dy| {
             B::fused_softmax_backward(y, dy)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct Heads;
+
+impl<B: FusedOps> Backward<B, 1> for Heads {
+    /// `first` and the number of heads of the parent.
+    type State = (usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (first, heads) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            B::fused_heads_backward(dy, first, heads)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct CausalSoftmax;
+
+impl<B: FusedOps> Backward<B, 1> for CausalSoftmax {
+    /// The forward output `y` and the scale.
+    type State = (FloatTensor<B>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (y, scale) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            B::fused_causal_softmax_backward(y, dy, scale)
         });
     }
 }
@@ -185,6 +216,62 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         constant::<B, C>(B::fused_softmax_backward(y.primitive, dy.primitive))
+    }
+
+    fn fused_heads(
+        qkv: FloatTensor<Self>,
+        first: usize,
+        n: usize,
+        head_dim: usize,
+    ) -> FloatTensor<Self> {
+        let [_, _, heads] = super::defaults::heads_dims(&qkv.primitive.shape(), first, n, head_dim);
+        match Heads
+            .prepare::<C>([qkv.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (first, heads),
+                B::fused_heads(qkv.primitive, first, n, head_dim),
+            ),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_heads(qkv.primitive, first, n, head_dim))
+            }
+        }
+    }
+
+    fn fused_heads_backward(
+        dy: FloatTensor<Self>,
+        first: usize,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        constant::<B, C>(B::fused_heads_backward(dy.primitive, first, heads))
+    }
+
+    fn fused_causal_softmax(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        match CausalSoftmax
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_causal_softmax(x.primitive, scale);
+                prep.finish((y.clone(), scale), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_causal_softmax(x.primitive, scale)),
+        }
+    }
+
+    fn fused_causal_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        constant::<B, C>(B::fused_causal_softmax_backward(
+            y.primitive,
+            dy.primitive,
+            scale,
+        ))
     }
 
     fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {

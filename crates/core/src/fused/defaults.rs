@@ -6,7 +6,7 @@
 //! reshaped back.
 
 use super::{float, tensor, AdamWOutput, AdamWStep, NormGrads, NormOutput};
-use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorMetadata};
+use burn::tensor::{Bool, IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorMetadata};
 use burn_backend::tensor::{FloatTensor, IntTensor};
 use burn_backend::Backend;
 
@@ -47,6 +47,124 @@ pub fn softmax_backward<B: Backend>(y: FloatTensor<B>, dy: FloatTensor<B>) -> Fl
     let (dy, _) = as_rows::<B>(dy);
     let s = (dy.clone() * y.clone()).sum_dim(1);
     reshaped(y * (dy - s), shape)
+}
+
+/// `(b, t, heads)` of a fused projection `qkv [b, t, heads·head_dim]` read as heads.
+///
+/// # Panics
+/// If `qkv` is not 3-D, its last dimension not a multiple of `head_dim`, or it has fewer than
+/// `first + n` heads.
+pub(crate) fn heads_dims(shape: &Shape, first: usize, n: usize, head_dim: usize) -> [usize; 3] {
+    let dims = shape.as_slice();
+    assert!(
+        dims.len() == 3 && head_dim > 0 && dims[2].is_multiple_of(head_dim),
+        "heads: qkv must be [b, t, heads·head_dim] with head_dim {head_dim}, got {dims:?}"
+    );
+    let heads = dims[2] / head_dim;
+    assert!(
+        first + n <= heads,
+        "heads: heads {first}..{} of {heads}",
+        first + n
+    );
+    [dims[0], dims[1], heads]
+}
+
+/// Heads `first..first + n` of `qkv` as `[b, n, t, head_dim]`: reshape, swap, narrow (views).
+pub fn heads<B: Backend>(
+    qkv: FloatTensor<B>,
+    first: usize,
+    n: usize,
+    head_dim: usize,
+) -> FloatTensor<B> {
+    let [b, t, heads] = heads_dims(&qkv.shape(), first, n, head_dim);
+    let x = tensor::<B, 3>(qkv)
+        .reshape([b, t, heads, head_dim])
+        .swap_dims(1, 2)
+        .narrow(1, first, n);
+    float(x)
+}
+
+/// `dy [b, n, t, head_dim]` placed at heads `first..first + n` of a zero `[b, t, heads·head_dim]`.
+pub fn heads_backward<B: Backend>(
+    dy: FloatTensor<B>,
+    first: usize,
+    heads: usize,
+) -> FloatTensor<B> {
+    let dy = tensor::<B, 4>(dy);
+    let [b, n, t, hd] = dy.dims();
+    let (device, dtype) = (dy.device(), dy.dtype());
+    let zeros = |h: usize| {
+        tensor::<B, 4>(B::float_zeros(
+            Shape::from([b, h, t, hd]),
+            &device,
+            dtype.into(),
+        ))
+    };
+    let mut parts = Vec::with_capacity(3);
+    if first > 0 {
+        parts.push(zeros(first));
+    }
+    parts.push(dy);
+    if first + n < heads {
+        parts.push(zeros(heads - first - n));
+    }
+    float(
+        Tensor::cat(parts, 1)
+            .swap_dims(1, 2)
+            .reshape([b, t, heads * hd]),
+    )
+}
+
+/// `[m, t, t]` views of a stack of square score matrices, and their shape.
+fn as_squares<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 3>, Shape) {
+    let shape = x.shape();
+    let t = causal_len(&shape);
+    let m = shape.num_elements() / (t * t).max(1);
+    (
+        tensor::<B, 3>(B::float_reshape(x, Shape::from([m, t, t]))),
+        shape,
+    )
+}
+
+/// `t` of a tensor of `[t, t]` score matrices.
+///
+/// # Panics
+/// If its last two dimensions are not equal.
+pub(crate) fn causal_len(shape: &Shape) -> usize {
+    let dims = shape.as_slice();
+    let n = dims.len();
+    assert!(
+        n >= 2 && dims[n - 1] == dims[n - 2],
+        "causal softmax: the last two dimensions must be equal (queries × keys), got {dims:?}"
+    );
+    dims[n - 1]
+}
+
+/// The causal mask of `[m, t, t]` (true where key `j > i`, query `i`), as the model built it.
+fn future<B: Backend>(like: &Tensor<B, 3>) -> Tensor<B, 3, Bool> {
+    let [m, t, _] = like.dims();
+    let v: Vec<bool> = (0..m * t * t).map(|i| i % t > (i / t) % t).collect();
+    Tensor::from_data(TensorData::new(v, [m, t, t]), &like.device())
+}
+
+/// `softmax(mask_fill(x · scale, future, −∞))`: the scaling, mask and softmax the model wrote.
+pub fn causal_softmax<B: Backend>(x: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
+    let (x, shape) = as_squares::<B>(x);
+    let mask = future(&x);
+    let masked = (x * scale).mask_fill(mask, f32::NEG_INFINITY);
+    reshaped(burn::tensor::activation::softmax(masked, 2), shape)
+}
+
+/// [`softmax_backward`], zero at the masked keys, times `scale`.
+pub fn causal_softmax_backward<B: Backend>(
+    y: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    scale: f32,
+) -> FloatTensor<B> {
+    let shape = y.shape();
+    let (dx, _) = as_squares::<B>(softmax_backward::<B>(y, dy));
+    let mask = future(&dx);
+    reshaped(dx.mask_fill(mask, 0.0) * scale, shape)
 }
 
 /// 2·√(2/π).

@@ -152,6 +152,55 @@ impl FusedOps for Flex {
         tensor(dx, shape)
     }
 
+    fn fused_heads_backward(
+        dy: FloatTensor<Self>,
+        first: usize,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        if !is_f32(&[&dy]) {
+            return defaults::heads_backward::<Self>(dy, first, heads);
+        }
+        let dy = dense(dy);
+        let shape = dy.shape();
+        let &[b, n, t, hd] = shape.as_slice() else {
+            panic!("heads backward: dy must be [b, n, t, head_dim], got {shape:?}");
+        };
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut dx = unsafe { buffer(b * t * heads * hd) };
+        fp8_kernels::heads_backward(values(&dy), [b, n, t, hd], first, heads, &mut dx);
+        tensor(dx, Shape::from([b, t, heads * hd]))
+    }
+
+    fn fused_causal_softmax(x: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        if !is_f32(&[&x]) {
+            return defaults::causal_softmax::<Self>(x, scale);
+        }
+        let x = dense(x);
+        let shape = x.shape();
+        let t = defaults::causal_len(&shape);
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut y = unsafe { buffer(shape.num_elements()) };
+        fp8_kernels::causal_softmax(values(&x), t, scale, &mut y);
+        tensor(y, shape)
+    }
+
+    fn fused_causal_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        if !is_f32(&[&y, &dy]) {
+            return defaults::causal_softmax_backward::<Self>(y, dy, scale);
+        }
+        let (y, dy) = (dense(y), dense(dy));
+        let shape = y.shape();
+        let t = defaults::causal_len(&shape);
+        // SAFETY: the kernel call below writes every element of these outputs.
+        let mut dx = unsafe { buffer(shape.num_elements()) };
+        fp8_kernels::causal_softmax_backward(values(&y), values(&dy), t, scale, &mut dx);
+        tensor(dx, shape)
+    }
+
     fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if !is_f32(&[&x]) {
             return defaults::gelu_tanh::<Self>(x);
