@@ -54,6 +54,22 @@ fn task_rows(cols: usize) -> usize {
     (TASK / cols).max(1)
 }
 
+/// `task(r, rows)` over `out` (rows of `cols`) split into runs of whole rows, `r` the range of
+/// elements each run covers: on the calling thread below [`PAR_MIN`], else one run per task of
+/// the team.
+fn by_rows(out: &mut [f32], cols: usize, task: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+    if out.len() < PAR_MIN {
+        task(0..out.len(), out);
+        return;
+    }
+    let (n, len) = (task_rows(cols) * cols, out.len());
+    let chunks = Chunks::new(out, n);
+    par::for_each(chunks.count(), |i| {
+        // SAFETY: task i takes chunk i only.
+        task(i * n..((i + 1) * n).min(len), unsafe { chunks.get(i) })
+    });
+}
+
 /// In-place vectorised `exp` of every element: within 1 ulp of the exact result on [−87, 88]
 /// (measured); results below `f32::MIN_POSITIVE` are 0, above `f32::MAX` +∞, NaN stays NaN.
 pub fn exp_slice(x: &mut [f32]) {
@@ -79,24 +95,12 @@ pub fn exp_slice(x: &mut [f32]) {
 pub fn softmax(x: &[f32], cols: usize, y: &mut [f32]) {
     check_rows("softmax", x.len(), cols);
     check_len("softmax", "y", y.len(), x.len());
-    if x.len() < PAR_MIN {
+    by_rows(y, cols, |r, y| {
         dispatch(
             #[inline(always)]
-            || rows::softmax(x, cols, y),
-        );
-    } else {
-        let n = task_rows(cols) * cols;
-        let y = Chunks::new(y, n);
-        par::for_each(y.count(), |i| {
-            let x = &x[i * n..((i + 1) * n).min(x.len())];
-            // SAFETY: task i takes chunk i only.
-            let y = unsafe { y.get(i) };
-            dispatch(
-                #[inline(always)]
-                || rows::softmax(x, cols, y),
-            )
-        });
-    }
+            || rows::softmax(&x[r.clone()], cols, y),
+        )
+    });
 }
 
 /// dx = y ⊙ (dy − Σ_row(dy ⊙ y)).
@@ -104,24 +108,12 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
     check_rows("softmax_backward", y.len(), cols);
     check_len("softmax_backward", "dy", dy.len(), y.len());
     check_len("softmax_backward", "dx", dx.len(), y.len());
-    if y.len() < PAR_MIN {
+    by_rows(dx, cols, |r, dx| {
         dispatch(
             #[inline(always)]
-            || rows::softmax_backward(y, dy, cols, dx),
-        );
-    } else {
-        let n = task_rows(cols) * cols;
-        let dx = Chunks::new(dx, n);
-        par::for_each(dx.count(), |i| {
-            let r = i * n..((i + 1) * n).min(y.len());
-            // SAFETY: task i takes chunk i only.
-            let dx = unsafe { dx.get(i) };
-            dispatch(
-                #[inline(always)]
-                || rows::softmax_backward(&y[r.clone()], &dy[r.clone()], cols, dx),
-            )
-        });
-    }
+            || rows::softmax_backward(&y[r.clone()], &dy[r.clone()], cols, dx),
+        )
+    });
 }
 
 /// The gradient of heads `first..first + n` of a fused projection: `dy [b, n, t, hd]`
@@ -145,11 +137,10 @@ pub fn heads_backward(
     if token == 0 {
         return;
     }
-    // One task per run of whole tokens (rows of `heads · hd`).
-    let per_task = task_rows(token) * token;
-    let fill = |start: usize, out: &mut [f32]| {
+    // Runs of whole tokens (rows of `heads · hd`).
+    by_rows(dx, token, |r, out| {
         for (k, row) in out.chunks_exact_mut(token).enumerate() {
-            let (bi, ti) = ((start + k) / t, (start + k) % t);
+            let (bi, ti) = ((r.start / token + k) / t, (r.start / token + k) % t);
             let (before, rest) = row.split_at_mut(first * hd);
             let (mine, after) = rest.split_at_mut(n * hd);
             before.fill(0.0);
@@ -159,16 +150,7 @@ pub fn heads_backward(
                 out.copy_from_slice(&dy[at..at + hd]);
             }
         }
-    };
-    if dx.len() < PAR_MIN {
-        fill(0, dx);
-    } else {
-        let chunks = Chunks::new(dx, per_task);
-        par::for_each(chunks.count(), |i| {
-            // SAFETY: task i takes chunk i only.
-            fill(i * per_task / token, unsafe { chunks.get(i) })
-        });
-    }
+    });
 }
 
 /// Causal attention softmax: `x` holds `[t, t]` score matrices (queries by keys), and each
@@ -177,24 +159,12 @@ pub fn heads_backward(
 pub fn causal_softmax(x: &[f32], t: usize, scale: f32, y: &mut [f32]) {
     check_rows("causal_softmax", x.len(), t * t);
     check_len("causal_softmax", "y", y.len(), x.len());
-    if x.len() < PAR_MIN {
+    by_rows(y, t, |r, y| {
         dispatch(
             #[inline(always)]
-            || rows::causal_softmax(x, t, 0, scale, y),
-        );
-    } else {
-        let rows = task_rows(t);
-        let y = Chunks::new(y, rows * t);
-        par::for_each(y.count(), |i| {
-            let x = &x[i * rows * t..((i + 1) * rows * t).min(x.len())];
-            // SAFETY: task i takes chunk i only.
-            let y = unsafe { y.get(i) };
-            dispatch(
-                #[inline(always)]
-                || rows::causal_softmax(x, t, i * rows, scale, y),
-            )
-        });
-    }
+            || rows::causal_softmax(&x[r.clone()], t, r.start / t, scale, y),
+        )
+    });
 }
 
 /// Gradient of [`causal_softmax`] given its output `y`:
@@ -203,33 +173,15 @@ pub fn causal_softmax_backward(y: &[f32], dy: &[f32], t: usize, scale: f32, dx: 
     check_rows("causal_softmax_backward", y.len(), t * t);
     check_len("causal_softmax_backward", "dy", dy.len(), y.len());
     check_len("causal_softmax_backward", "dx", dx.len(), y.len());
-    if y.len() < PAR_MIN {
+    by_rows(dx, t, |r, dx| {
         dispatch(
             #[inline(always)]
-            || rows::causal_softmax_backward(y, dy, t, 0, scale, dx),
-        );
-    } else {
-        let rows = task_rows(t);
-        let dx = Chunks::new(dx, rows * t);
-        par::for_each(dx.count(), |i| {
-            let r = i * rows * t..((i + 1) * rows * t).min(y.len());
-            // SAFETY: task i takes chunk i only.
-            let dx = unsafe { dx.get(i) };
-            dispatch(
-                #[inline(always)]
-                || {
-                    rows::causal_softmax_backward(
-                        &y[r.clone()],
-                        &dy[r.clone()],
-                        t,
-                        i * rows,
-                        scale,
-                        dx,
-                    )
-                },
-            )
-        });
-    }
+            || {
+                let (y, dy) = (&y[r.clone()], &dy[r.clone()]);
+                rows::causal_softmax_backward(y, dy, t, r.start / t, scale, dx)
+            },
+        )
+    });
 }
 
 /// GPT-2 GELU (tanh approximation, HF gelu_new): ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
