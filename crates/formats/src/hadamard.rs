@@ -75,7 +75,7 @@ impl RandomHadamard {
     }
 
     /// One chunk: `v ← vᵀ·T = H₁₆·(s∘v) / 4` (the reference that [`apply`](Self::apply)'s
-    /// row-segment form is tested against).
+    /// 16-column form is tested against).
     #[cfg(test)]
     fn chunk(&self, v: &mut [f32; RHT_SIZE]) {
         for (x, &n) in v.iter_mut().zip(&self.negate) {
@@ -314,9 +314,9 @@ mod tests {
         assert_ne!(RandomHadamard::from_seed(3), RandomHadamard::from_seed(4));
     }
 
-    /// `apply` (row segments, strips of 64 columns, blocks in parallel) and `apply_into`
-    /// compute exactly what the one-column butterfly `chunk` gives for each column, on ragged
-    /// widths and heights (a tail of rows is copied as it is).
+    /// `apply` (16 columns at a time in registers, a one-column tail, blocks in parallel) and
+    /// `apply_into` compute exactly what the one-column butterfly `chunk` gives for each
+    /// column, on ragged widths and heights (a tail of rows is copied as it is).
     #[test]
     fn apply_equals_the_butterfly_per_column() {
         let rht = RandomHadamard::from_seed(5);
