@@ -196,47 +196,51 @@ impl Job for Rows16<'_> {
         let masks = signs.map(|n| if n { 0x8000_0000u32 } else { 0 });
         let mut c0 = 0;
         while c0 + LANES <= cols {
-            let mut v = [[0.0f32; LANES]; RHT_SIZE];
-            for (i, row) in v.iter_mut().enumerate() {
-                let k = i * cols + c0;
-                let seg: [f32; LANES] = match src {
-                    Some(s) => s[k..k + LANES].try_into().expect("LANES elements"),
-                    // SAFETY: `k + LANES <= n` (row `i < RHT_SIZE`, `c0 + LANES <= cols`); in
-                    // place every element is initialized (see the field), and this lane group
-                    // is read before it is written.
-                    None => unsafe { out.add(k).cast::<[f32; LANES]>().read_unaligned() },
-                };
-                *row = seg.map(|y| f32::from_bits(y.to_bits() ^ masks[i]));
-            }
-            butterfly(&mut v);
-            for (i, row) in v.iter().enumerate() {
-                let k = i * cols + c0;
-                // SAFETY: as above, `k + LANES <= n`; `MaybeUninit<f32>` has `f32`'s layout.
-                unsafe {
-                    out.add(k)
-                        .cast::<[f32; LANES]>()
-                        .write_unaligned(row.map(|x| x * 0.25))
-                };
-            }
+            // SAFETY: `c0 + LANES <= cols`, and `src`/`out` hold 16 rows of `cols` (asserted).
+            unsafe { group::<LANES>(src, out, cols, c0, &masks) };
             c0 += LANES;
         }
         // The last columns, one at a time (the same operations, so the same bits).
         for c in c0..cols {
-            let mut v = [[0.0f32; 1]; RHT_SIZE];
-            for (i, row) in v.iter_mut().enumerate() {
-                let k = i * cols + c;
-                let y = match src {
-                    Some(s) => s[k],
-                    // SAFETY: `k < n`; initialized in place (see the field), read before written.
-                    None => unsafe { dst[k].assume_init_read() },
-                };
-                row[0] = f32::from_bits(y.to_bits() ^ masks[i]);
-            }
-            butterfly(&mut v);
-            for (i, row) in v.iter().enumerate() {
-                dst[i * cols + c].write(row[0] * 0.25);
-            }
+            // SAFETY: as above, `c + 1 <= cols`.
+            unsafe { group::<1>(src, out, cols, c, &masks) };
         }
+    }
+}
+
+/// Columns `c0..c0 + W` of the 16 rows of [`Rows16`]: read (from `src`, or in place from
+/// `out`), sign-flipped by `masks`, through the [`butterfly`], scaled by 1/4 and written to
+/// `out`. The group is read whole before any of it is written.
+///
+/// # Safety
+/// `c0 + W <= cols`; `out` points to `16 · cols` elements that this call may write, all
+/// initialized when `src` is `None`, and `src`, if given, holds `16 · cols` elements.
+#[inline(always)]
+unsafe fn group<const W: usize>(
+    src: Option<&[f32]>,
+    out: *mut MaybeUninit<f32>,
+    cols: usize,
+    c0: usize,
+    masks: &[u32; RHT_SIZE],
+) {
+    let mut v = [[0.0f32; W]; RHT_SIZE];
+    for (i, row) in v.iter_mut().enumerate() {
+        let k = i * cols + c0;
+        let seg: [f32; W] = match src {
+            Some(s) => s[k..k + W].try_into().expect("W elements"),
+            // SAFETY: `k + W <= 16 · cols` and initialized in place (the caller's promise).
+            None => unsafe { out.add(k).cast::<[f32; W]>().read_unaligned() },
+        };
+        *row = seg.map(|y| f32::from_bits(y.to_bits() ^ masks[i]));
+    }
+    butterfly(&mut v);
+    for (i, row) in v.iter().enumerate() {
+        // SAFETY: as above; `MaybeUninit<f32>` has `f32`'s layout.
+        unsafe {
+            out.add(i * cols + c0)
+                .cast::<[f32; W]>()
+                .write_unaligned(row.map(|x| x * 0.25))
+        };
     }
 }
 

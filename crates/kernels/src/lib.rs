@@ -140,7 +140,8 @@ pub fn heads_backward(
     // Runs of whole tokens (rows of `heads · hd`).
     by_rows(dx, token, |r, out| {
         for (k, row) in out.chunks_exact_mut(token).enumerate() {
-            let (bi, ti) = ((r.start / token + k) / t, (r.start / token + k) % t);
+            let at_token = r.start / token + k;
+            let (bi, ti) = (at_token / t, at_token % t);
             let (before, rest) = row.split_at_mut(first * hd);
             let (mine, after) = rest.split_at_mut(n * hd);
             before.fill(0.0);
